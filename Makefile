@@ -1,0 +1,50 @@
+# qtc: two commands a newcomer needs
+#   make TARGET=esp32 MODEL=peer_encoder   # the main job
+#   make test                              # the test suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+QTC    := $(VENV)/bin/qtc
+TARGET ?= esp32
+MODEL  ?= peer_encoder
+BUILD  := build
+PYTEST_ARGS ?=
+export PYTHONHASHSEED := 0
+export TF_CPP_MIN_LOG_LEVEL := 3
+export TF_ENABLE_ONEDNN_OPTS := 0
+export CUDA_VISIBLE_DEVICES :=
+
+.PHONY: all main venv models test clean help
+all: main
+
+help:
+	@echo "make TARGET=esp32 MODEL=peer_encoder   run the main job"
+	@echo "make test                              run the tests"
+	@echo "make models                            train the example models (cached in build/models)"
+
+$(VENV)/.stamp: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# CPU torch first, from local disk; the constraint keeps it pinned for everything after
+	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e '.[torch,tf,runtimes,dev]'
+	touch $@
+
+venv: $(VENV)/.stamp
+
+$(BUILD)/models/.stamp: $(VENV)/.stamp $(wildcard models/*.py)
+	$(PY) -m models.train_all --out $(BUILD)/models
+	touch $@
+
+models: $(BUILD)/models/.stamp
+
+main: models
+	$(QTC) import $(BUILD)/models/$(MODEL)/$(MODEL).onnx -o $(BUILD)/$(MODEL)/$(MODEL).qir
+	$(QTC) show $(BUILD)/$(MODEL)/$(MODEL).qir
+
+test: models
+	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+clean:
+	rm -rf $(BUILD)
