@@ -15,7 +15,7 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 export TF_ENABLE_ONEDNN_OPTS := 0
 export CUDA_VISIBLE_DEVICES :=
 
-.PHONY: all main venv models test clean help
+.PHONY: all main venv sysdeps models test clean help
 all: main
 
 help:
@@ -33,6 +33,18 @@ $(VENV)/.stamp: pyproject.toml constraints.txt
 
 venv: $(VENV)/.stamp
 
+# The emulated board's toolchain (RV32IMAC gcc + picolibc, qemu-system-riscv32) and valgrind.
+SYSDEP_CMDS := riscv64-unknown-elf-gcc qemu-system-riscv32 valgrind
+sysdeps:
+	@missing=""; for c in $(SYSDEP_CMDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	[ -f /usr/lib/picolibc/riscv64-unknown-elf/picolibc.specs ] || missing="$$missing picolibc"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages for:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	    gcc-riscv64-unknown-elf picolibc-riscv64-unknown-elf qemu-system-misc valgrind >/dev/null; \
+	fi
+
 $(BUILD)/models/.stamp: $(VENV)/.stamp $(wildcard models/*.py)
 	$(PY) -m models.train_all --out $(BUILD)/models
 	touch $@
@@ -43,7 +55,7 @@ main: models
 	$(QTC) import $(BUILD)/models/$(MODEL)/$(MODEL).onnx -o $(BUILD)/$(MODEL)/$(MODEL).qir
 	$(QTC) show $(BUILD)/$(MODEL)/$(MODEL).qir
 
-test: models
+test: sysdeps models
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 clean:

@@ -98,3 +98,91 @@ def requant_out(ctx, acc: np.ndarray, eff_scale: np.ndarray, axis: int | None = 
     lo, hi = max(lo, oq.qmin), min(hi, oq.qmax)
     lo, hi = num.quantized_activation_range(activation, float(oq.scale[0]), int(oq.zero_point[0]), lo, hi)
     return np.clip(y, lo, hi)
+
+
+# --------------------------------------------------------------------- integer helpers
+def round_half_away(x: np.ndarray) -> np.ndarray:
+    """Round half away from zero (C round / TfLiteRound)."""
+    x = np.asarray(x)
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
+def out_range(ctx, i: int = 0) -> tuple[int, int]:
+    """Integer range of output ``i``: its dtype range intersected with its quant range."""
+    oq = ctx.out_q(i)
+    lo, hi = int_range(ctx.out_dtype(i))
+    return max(lo, oq.qmin), min(hi, oq.qmax)
+
+
+def same_qparams(a, b) -> bool:
+    """True when two per-tensor quant params describe the same real values (TFLite's scale/zp test)."""
+    return (a is not None and b is not None and a.scale.size == 1 and b.scale.size == 1
+            and np.float32(a.scale[0]) == np.float32(b.scale[0]) and int(a.zero_point[0]) == int(b.zero_point[0]))
+
+
+def requantize(num, x: np.ndarray, iq, oq, lo: int, hi: int) -> np.ndarray:
+    """TFLite Requantize (QUANTIZE int→int): MBQM(x - zp_in, in_scale/out_scale) + zp_out, saturate.
+
+    Identity when the params are equal (M = 2^30, shift 1 is exact).
+    """
+    real = float(np.float64(np.float32(iq.scale[0])) / np.float64(np.float32(oq.scale[0])))
+    m, s = num.quantize_multiplier(real)
+    y = num.multiply_by_quantized_multiplier(np.asarray(x, dtype=np.int64) - int(iq.zero_point[0]), m, s)
+    return np.clip(y + int(oq.zero_point[0]), lo, hi)
+
+
+def requantize_to_output(ctx, x: np.ndarray, in_index: int = 0) -> np.ndarray:
+    """Pass integers through when input ``in_index`` and output 0 share params, else requantize.
+
+    This is what a copy op (Reshape, Transpose, ...) means in TFLite: the
+    converter inserts a QUANTIZE op wherever the params would differ.
+    """
+    iq, oq = ctx.in_q(in_index), ctx.out_q(0)
+    x = np.asarray(x, dtype=np.int64)
+    if same_qparams(iq, oq):
+        return x
+    lo, hi = out_range(ctx)
+    return requantize(ctx.numerics, x, iq, oq, lo, hi)
+
+
+def lut_int(x: np.ndarray, iq, oq, fn, lo: int, hi: int) -> np.ndarray:
+    """The 256-entry (or 2^bits) table kernel of docs/ir.md.
+
+    For every integer q of the input range: y = quantize_out(fn(dequantize_in(q)))
+    in float64 with round-half-away-from-zero, saturated; then a gather.
+    """
+    qlo, qhi = iq.qmin, iq.qmax
+    q = np.arange(qlo, qhi + 1, dtype=np.int64)
+    real = (q - int(iq.zero_point[0])).astype(np.float64) * np.float64(np.float32(iq.scale[0]))
+    y = np.asarray(fn(real), dtype=np.float64) / np.float64(np.float32(oq.scale[0]))
+    table = np.clip(round_half_away(y).astype(np.int64) + int(oq.zero_point[0]), lo, hi)
+    return table[np.asarray(x, dtype=np.int64) - qlo]
+
+
+def pool_bounds(size: int, k: int, stride: int, pad_begin: int, pad_end: int, out: int):
+    """Per output index: window start/end clipped to the input, and to the padded input.
+
+    Returns (lo, hi, lo_pad, hi_pad) arrays: valid input range [lo, hi) and the
+    range [lo_pad, hi_pad) inside the padded input (torch's count_include_pad
+    divisor).
+    """
+    start = np.arange(out) * stride - pad_begin
+    end_pad = np.minimum(start + k, size + pad_end)
+    return np.maximum(start, 0), np.minimum(end_pad, size), start, end_pad
+
+
+def pool_out_size(size: int, k: int, stride: int, pad_begin: int, pad_end: int, ceil_mode: bool) -> int:
+    """Pool output length (torch/ONNX rule; with ceil_mode the last window must start inside)."""
+    span = size + pad_begin + pad_end - k
+    if ceil_mode:
+        out = -(-span // stride) + 1
+        if (out - 1) * stride >= size + pad_begin:
+            out -= 1
+        return out
+    return span // stride + 1
+
+
+def trunc_div(a: np.ndarray, b) -> np.ndarray:
+    """C integer division (truncates toward zero); b > 0."""
+    a = np.asarray(a, dtype=np.int64)
+    return np.where(a >= 0, a // b, -((-a) // b))

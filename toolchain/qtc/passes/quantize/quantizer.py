@@ -1,0 +1,207 @@
+"""The quantize pass: a float graph → a TFLite-int8-spec graph under a target's rules.
+
+Scheme (docs/ir.md; TFLite ``quantization_spec.md``):
+
+* activations int8 asymmetric per-tensor (symmetric, zero point 0, on
+  symmetric targets); the graph's inputs and outputs become int8 tensors with
+  params, as TF's converter with ``inference_input_type=int8``;
+* weights of Conv1D/Conv2D/ConvTranspose2D/FullyConnected symmetric narrow
+  range ``[-(2^(b-1)-1), 2^(b-1)-1]``, per-channel along axis 0 (or
+  per-tensor); sub-byte weights stay unpacked in int8 with ``bits`` 4 or 2;
+* bias int32 with scale ``s_in * s_w[c]``, zero point 0, checked against the
+  target's bias width (clipped with a warning, recorded in metadata);
+* fixed output params: Softmax/Sigmoid (1/256, -128), Tanh (1/128, 0);
+* same-params ops (Reshape, Flatten, Squeeze, Unsqueeze, Transpose, MaxPool,
+  AvgPool, Pad, Slice, Split, ReduceMax, Resize) keep their input's params;
+  Concat's output params come from its observed range and inputs with other
+  params are requantized (int8→int8 Quantize), as the TFLite converter does;
+* power-of-two targets round every scale up to a power of two.
+
+Modes: ``static`` (everything integer that has an integer kernel),
+``dynamic`` (int8 weights + Dequantize into float ops, float activations),
+``mixed`` (as static, with the ``keep_float`` layers left in float between
+Dequantize/Quantize bridges).  Nodes with no integer kernel, ops the target
+runs in float (``float_ops``) and fixed-zero-point ops on symmetric targets
+stay float in every mode; each is listed with its reason in the metadata.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Iterable
+
+import numpy as np
+
+from ... import __version__
+from ...errors import QtcError
+from ...ir.graph import Graph
+from ...ir.tensor import QuantParams
+from ...ir.validate import validate
+from ...ops.registry import get_op, has_op
+from .builder import FIXED_OUTPUT, SAME_PARAMS_OPS, Builder, QuantizeWarning  # noqa: F401 - re-exported
+from .calibrate import calibration_hash, run_calibration
+from .constraints import WEIGHTED_OPS, QuantSpec, spec_for
+from .observers import METHODS, Observer, RangeSpec, make_observer
+from .params import activation_params
+
+MODES = ("static", "dynamic", "mixed")
+_SEPARATORS = "/.:"
+
+
+def _match(name: str, pattern: str) -> bool:
+    """Exact name, or a scope prefix ending at a separator ('enc' matches 'enc/conv1')."""
+    if name == pattern:
+        return True
+    if not name.startswith(pattern):
+        return False
+    return pattern[-1] in _SEPARATORS or name[len(pattern)] in _SEPARATORS
+
+
+def _select(g: Graph, patterns: Iterable[str], what: str) -> set[str]:
+    """Node names matched by ``patterns`` (node names, output tensor names or scope prefixes)."""
+    chosen: set[str] = set()
+    for p in patterns:
+        hit = {n.name for n in g.nodes if _match(n.name, p) or any(_match(o, p) for o in n.outputs)}
+        if not hit:
+            raise QtcError(f"{what} {p!r} matches no node of the (canonicalized) graph", where=f"graph {g.name}",
+                           hint="use 'qtc show' to list node names; a scope prefix like 'encoder' matches 'encoder/…'")
+        chosen |= hit
+    return chosen
+
+
+def _canonical(g: Graph) -> Graph:
+    from .. import canonicalize as _canonicalize  # noqa: PLC0415 - written alongside this pass
+
+    out = _canonicalize(g, channels_last=False)
+    return g if out is None else out
+
+
+def _placement(g: Graph, spec: QuantSpec, mode: str, keep_float: set[str]) -> tuple[set[str], list[dict]]:
+    """(names of the integer nodes, [{node, op, reason}] for the float ones)."""
+    int_nodes, floats = set(), []
+    for n in g.nodes:
+        reason = None
+        if mode == "dynamic":
+            reason = "dynamic mode"
+        elif n.name in keep_float:
+            reason = "keep_float"
+        elif not has_op(n.op) or not get_op(n.op).has_int:
+            reason = "op has no integer kernel"
+        elif n.op in WEIGHTED_OPS and not g.tensors[n.inputs[1]].is_const:
+            reason = "weight is not a constant"
+        elif n.op in spec.float_ops:
+            reason = f"target {spec.target} runs {n.op} in float"
+        elif spec.act_symmetric and n.op in FIXED_OUTPUT and FIXED_OUTPUT[n.op][1] != 0:
+            reason = f"fixed output zero point {FIXED_OUTPUT[n.op][1]} needs asymmetric activations"
+        if reason is None:
+            int_nodes.add(n.name)
+        elif mode != "dynamic":
+            floats.append({"node": n.name, "op": n.op, "reason": reason})
+    return int_nodes, floats
+
+
+def _observed_tensors(g: Graph, int_nodes: set[str]) -> list[str]:
+    """Activation tensors whose range decides params: inputs and outputs of integer nodes."""
+    names: list[str] = []
+    seen: set[str] = set()
+    for n in g.nodes:
+        if n.name not in int_nodes:
+            continue
+        for name in [*n.inputs, *n.outputs]:
+            if name and name not in seen and not g.tensors[name].is_const:
+                seen.add(name)
+                names.append(name)
+    return names
+
+
+def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="host", method: str = "minmax",
+             wbits: int = 8, abits: int = 8, mode: str = "static", keep_float: Iterable[str] = (),
+             int16: Iterable[str] = (), per_channel: bool | None = None, *,
+             observer_settings: dict | None = None, weight_method: str = "minmax", seed: int | None = None,
+             canonicalize: bool = True, progress: bool = True) -> Graph:
+    """Post-training quantization of ``graph`` for ``target`` (see the module docstring).
+
+    ``calib_inputs`` maps each graph input to its calibration samples, stacked
+    on axis 0.  ``keep_float`` and ``int16`` take node names, output tensor
+    names or scope prefixes.  ``seed`` is recorded (the dataset's split seed).
+    The input graph is not modified.
+    """
+    if mode not in MODES:
+        raise QtcError(f"unknown mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
+    if method not in METHODS:
+        raise QtcError(f"unknown calibration method {method!r}", hint=f"use one of: {', '.join(METHODS)}")
+    if weight_method not in ("minmax", "mse"):
+        raise QtcError(f"unknown weight method {weight_method!r}", hint="use minmax or mse")
+    if graph.is_quantized or any(n.op in ("Quantize", "Dequantize") for n in graph.nodes):
+        raise QtcError("the graph is already quantized", where=f"graph {graph.name}",
+                       hint="quantize the float model (re-import it without quantization)")
+    keep_float, int16 = list(keep_float), list(int16)
+    spec = spec_for(target, wbits=wbits, abits=abits, per_channel=per_channel)
+    g = graph.copy()
+    if canonicalize:
+        g = _canonical(g)
+    keep_nodes = _select(g, keep_float, "--keep-float")
+    int16_nodes = _select(g, int16, "--int16")
+    int16_tensors = {o for n in g.nodes if n.name in int16_nodes for o in n.outputs}
+    int16_tensors |= {p for p in int16 if p in g.inputs}
+    int_nodes, float_nodes = _placement(g, spec, mode, keep_nodes)
+    observer_settings = dict(observer_settings or {})
+
+    observers: dict[str, Observer] = {}
+    calib_meta: dict = {"samples": 0}
+    if int_nodes:
+        if not calib_inputs:
+            raise QtcError("static quantization needs calibration data", where=f"graph {g.name}",
+                           hint="pass --calib quant_dataset_<input>.npy (from 'qtc calibrate'), or use --mode dynamic")
+        names = _observed_tensors(g, int_nodes)
+        observers = {name: make_observer(method, **observer_settings) for name in names}
+        calib_meta = run_calibration(g, calib_inputs, observers, progress=progress)
+        calib_meta["sha256"] = calibration_hash({k: np.asarray(calib_inputs[k]) for k in g.inputs})
+
+    cache: dict[str, QuantParams] = {}
+
+    def act_params(name: str) -> QuantParams:
+        if name not in cache:
+            obs = observers.get(name)
+            if obs is None:
+                raise QtcError(f"no observed range for tensor {name!r}", where=f"graph {g.name}",
+                               hint="this is a qtc bug: the tensor should have been calibrated")
+            if name in int16_tensors:
+                lo, hi = obs.range(RangeSpec(16, True, spec.power_of_two))
+                cache[name] = activation_params(lo, hi, bits=16, symmetric=True, power_of_two=spec.power_of_two)
+            else:
+                rs = RangeSpec(spec.abits, spec.act_symmetric, spec.power_of_two)
+                lo, hi = obs.range(rs)
+                cache[name] = activation_params(lo, hi, bits=spec.abits, symmetric=spec.act_symmetric,
+                                                power_of_two=spec.power_of_two)
+        return copy.deepcopy(cache[name])
+
+    dynamic_nodes = {n.name for n in g.nodes if n.name not in keep_nodes} if mode == "dynamic" else set()
+    b = Builder(g, spec, act_params, int_nodes, dynamic_nodes, weight_method)
+    b.inputs()
+    for n in list(g.nodes):
+        b.node(n)
+    g.nodes = b.nodes
+    g.remove_unused_tensors()
+    validate(g)
+
+    sample_obs = next(iter(observers.values()), None)
+    g.metadata["quantization"] = {
+        "qtc_version": __version__,
+        "scheme": "tflite-int8" if mode != "dynamic" else "dynamic-int8-weights",
+        "mode": mode,
+        "method": method,
+        "observer": sample_obs.settings() if sample_obs is not None else None,
+        "weight_method": weight_method,
+        "wbits": spec.wbits,
+        "abits": spec.abits,
+        "per_channel": spec.per_channel,
+        "target": spec.to_json(),
+        "keep_float": list(keep_float),
+        "int16": list(int16),
+        "float_nodes": float_nodes,
+        "bias_clipped": b.bias_clipped,
+        "calibration": {**calib_meta, "seed": seed},
+        "canonicalized": bool(canonicalize),
+        "weights": "symmetric narrow-range, axis 0" if spec.per_channel else "symmetric narrow-range, per-tensor",
+    }
+    return g
