@@ -150,3 +150,21 @@ def make_onnx_bytes(unsupported: bool = False, dynamic_batch: bool = False, seed
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+# ---------------------------------------------------------------- example models
+EXAMPLE_MODELS = ("peer_encoder", "policy_head", "digits_cnn", "ts_cnn", "act_tiny")
+
+
+@pytest.fixture(scope="session")
+def example_models_dir() -> Path:
+    """build/models as written by `make models` (python -m models.train_all --out build/models).
+
+    `make test` trains them first; a bare pytest run without them skips these tests
+    with a clear reason instead of failing.
+    """
+    d = Path(os.environ.get("QTC_MODELS_DIR", ROOT / "build" / "models"))
+    missing = [m for m in EXAMPLE_MODELS if not (d / m / "meta.json").is_file()]
+    if missing:
+        pytest.skip(f"example models not trained in {d} (missing {missing}); run `make models`")
+    return d
