@@ -28,7 +28,7 @@ def get_numerics(name: str = "tflite"):
     try:
         return importlib.import_module(f"qtc.interp.numerics.{name}")
     except ModuleNotFoundError:
-        raise QtcError(f"unknown numerics {name!r}", hint="use one of: tflite") from None
+        raise QtcError(f"unknown numerics {name!r}", hint="use one of: tflite, litert_ref") from None
 
 
 def _is_int_node(g: Graph, node) -> bool:

@@ -82,8 +82,12 @@ def norm_axis(axis: int, rank: int) -> int:
 
 
 def requant_out(ctx, acc: np.ndarray, eff_scale: np.ndarray, axis: int | None = None,
-                activation: str = "none") -> np.ndarray:
-    """int32 accumulator → output integers via the numerics' requantizer, + zp, clamp."""
+                activation: str = "none", int64_acc: bool = False, double_rescale: bool = False) -> np.ndarray:
+    """int32 accumulator → output integers via the numerics' requantizer, + zp, clamp.
+
+    ``int64_acc``: the 16x8 kernels with an int64 bias requantize with the int64 overload.
+    ``double_rescale``: ``round(acc * eff_scale)`` in double (LiteRT's reference FULLY_CONNECTED).
+    """
     num = ctx.numerics
     oq = ctx.out_q(0)
     m, s = num.quantize_multipliers(eff_scale)
@@ -93,7 +97,12 @@ def requant_out(ctx, acc: np.ndarray, eff_scale: np.ndarray, axis: int | None = 
         m, s = m.reshape(shp), s.reshape(shp)
     else:
         m, s = m.reshape(()), s.reshape(())
-    y = num.multiply_by_quantized_multiplier(acc, m, s) + int(oq.zero_point[0])
+    if double_rescale:  # LiteRT BUILTIN_REF FULLY_CONNECTED (numerics/litert_ref.py)
+        eff = np.asarray(eff_scale, np.float64).reshape(m.shape)
+        y = num.rescale_double(acc, eff) + int(oq.zero_point[0])
+    else:
+        mbqm = num.multiply_by_quantized_multiplier_int64 if int64_acc else num.multiply_by_quantized_multiplier
+        y = mbqm(acc, m, s) + int(oq.zero_point[0])
     lo, hi = int_range(ctx.out_dtype(0))
     lo, hi = max(lo, oq.qmin), min(hi, oq.qmax)
     lo, hi = num.quantized_activation_range(activation, float(oq.scale[0]), int(oq.zero_point[0]), lo, hi)
@@ -101,6 +110,12 @@ def requant_out(ctx, acc: np.ndarray, eff_scale: np.ndarray, axis: int | None = 
 
 
 # --------------------------------------------------------------------- integer helpers
+def int64_bias(ctx, index: int = 2) -> bool:
+    """True when input ``index`` (a bias) is int64: TFLite's 16x8 conv/FC accumulate in int64 then."""
+    t = ctx.in_tensors[index] if len(ctx.in_tensors) > index else None
+    return t is not None and t.dtype == "int64"
+
+
 def round_half_away(x: np.ndarray) -> np.ndarray:
     """Round half away from zero (C round / TfLiteRound)."""
     x = np.asarray(x)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._util import (channels, clamp_act_float, conv_out_size, make_shape, pad_nhwc, requant_out,
+from ._util import (channels, clamp_act_float, conv_out_size, int64_bias, make_shape, pad_nhwc, requant_out,
                     spatial_shape, to_channels_last, from_channels_last, windows)
 from .registry import OpDef, TensorSpec, register
 
@@ -98,7 +98,8 @@ class _ConvBase(OpDef):
         if b is not None:
             acc = acc + b.astype(np.int64)
         eff = ctx.numerics.effective_scale(iq.scale[0], wq.scale, oq.scale[0])
-        y = requant_out(ctx, acc, eff, axis=acc.ndim - 1, activation=cls.attr(node, "activation"))
+        y = requant_out(ctx, acc, eff, axis=acc.ndim - 1, activation=cls.attr(node, "activation"),
+                        int64_acc=int64_bias(ctx))
         return [from_channels_last(y, cl)]
 
     @classmethod
@@ -150,7 +151,9 @@ class FullyConnected(OpDef):
         if b is not None:
             acc = acc + b.astype(np.int64)
         eff = ctx.numerics.effective_scale(iq.scale[0], wq.scale, oq.scale[0])
-        return [requant_out(ctx, acc, eff, axis=acc.ndim - 1, activation=cls.attr(node, "activation"))]
+        return [requant_out(ctx, acc, eff, axis=acc.ndim - 1, activation=cls.attr(node, "activation"),
+                            int64_acc=int64_bias(ctx),
+                            double_rescale=getattr(ctx.numerics, "FC_DOUBLE_RESCALE", False))]
 
     @classmethod
     def macs(cls, node, ins, outs):

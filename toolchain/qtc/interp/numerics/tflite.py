@@ -86,6 +86,20 @@ def multiply_by_quantized_multiplier(x: np.ndarray, multiplier: np.ndarray | int
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(xl, multiplier), right)
 
 
+def multiply_by_quantized_multiplier_int64(x: np.ndarray, multiplier: np.ndarray | int,
+                                           shift: np.ndarray | int) -> np.ndarray:
+    """TFLite MultiplyByQuantizedMultiplier(int64_t x, ...): the 16x8 kernels' int64-accumulator overload.
+
+    The multiplier is rounded to 16 bits (0x7FFF when it would overflow), then
+    one rounding shift: (x * M16 + 2^(14 - shift)) >> (15 - shift).
+    """
+    x = np.asarray(x, dtype=np.int64)
+    m = np.asarray(multiplier, dtype=np.int64)
+    total = 15 - np.asarray(shift, dtype=np.int64)
+    reduced = np.where(m < 0x7FFF0000, (m + (1 << 15)) >> 16, 0x7FFF)
+    return (x * reduced + (np.int64(1) << (total - 1))) >> total
+
+
 def _wrap_int32(x: np.ndarray) -> np.ndarray:
     """Emulate int32 wrap-around (what C does on overflow of x << left_shift)."""
     return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
