@@ -31,10 +31,10 @@ class Link:
 
     def read(self, n: int, timeout: float) -> bytes:
         """Up to ``n`` bytes; waits at most ``timeout`` s for the first; b"" on timeout."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} is abstract: a subclass defines this")
 
     def write(self, data: bytes) -> None:
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} is abstract: a subclass defines this")
 
     def close(self) -> None:
         pass

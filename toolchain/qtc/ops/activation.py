@@ -24,7 +24,7 @@ class _Unary(OpDef):
     @classmethod
     def f(cls, node, x: np.ndarray) -> np.ndarray:
         """The function in float64."""
-        raise NotImplementedError
+        raise TypeError(f"{cls.__name__} is abstract: a subclass defines this")
 
     @classmethod
     def infer(cls, node, ins):

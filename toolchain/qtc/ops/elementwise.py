@@ -38,7 +38,7 @@ class _Binary(OpDef):
 
     @classmethod
     def fn(cls, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        raise TypeError(f"{cls.__name__} is abstract: a subclass defines this")
 
     @classmethod
     def infer(cls, node, ins):

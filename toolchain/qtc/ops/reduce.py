@@ -85,7 +85,7 @@ class _Reduce(OpDef):
 
     @classmethod
     def _float(cls, x: np.ndarray, axes) -> np.ndarray:
-        raise NotImplementedError
+        raise TypeError(f"{cls.__name__} is abstract: a subclass defines this")
 
     @classmethod
     def run_float(cls, node, xs):
