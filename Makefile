@@ -51,9 +51,17 @@ $(BUILD)/models/.stamp: $(VENV)/.stamp $(wildcard models/*.py)
 
 models: $(BUILD)/models/.stamp
 
-main: models
-	$(QTC) import $(BUILD)/models/$(MODEL)/$(MODEL).onnx -o $(BUILD)/$(MODEL)/$(MODEL).qir
-	$(QTC) show $(BUILD)/$(MODEL)/$(MODEL).qir
+# The main job: import -> PTQ -> .tflite + C -> ESP-IDF/PlatformIO projects -> board.
+# No PORT: the same C runs on the emulated board (QEMU RV32) and latency is read back over its UART.
+# PORT=/dev/ttyUSB0 (with ESP-IDF installed): idf.py build + esptool flash, then the same bench.
+# Steps whose outputs exist are skipped; REFRESH=1 redoes them.
+MODEL_SRC = $(firstword $(wildcard $(BUILD)/models/$(MODEL)/$(MODEL).keras) $(BUILD)/models/$(MODEL)/$(MODEL).onnx)
+main: sysdeps models
+	@mkdir -p $(BUILD)/$(MODEL)
+	@[ -f $(BUILD)/$(MODEL)/dataset.npz ] && [ -z "$(REFRESH)" ] || \
+	  $(PY) -m models.dataset $(MODEL) --models-dir $(BUILD)/models -o $(BUILD)/$(MODEL)/dataset.npz
+	$(QTC) deploy $(MODEL_SRC) --target $(TARGET) --data $(BUILD)/$(MODEL)/dataset.npz \
+	  -o $(BUILD)/$(MODEL) $(if $(PORT),--port $(PORT)) $(if $(REFRESH),--refresh)
 
 test: sysdeps models
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc

@@ -347,3 +347,31 @@ def test_every_pass_keeps_float_output_and_is_pure(torch_graphs, pass_name):
         _same_outputs(g, f)
         doc, arrays = _snapshot(g)
         assert doc == before[0] and all(np.array_equal(arrays[k], before[1][k]) for k in arrays), name
+
+
+def test_to_channels_last_is_identity_on_channels_last_graphs():
+    """A graph that is already channels-last (Keras/TFLite) passes through unchanged in value."""
+    import numpy as np
+
+    from qtc.interp import run
+    from qtc.ir import Graph, infer_shapes
+    from qtc.passes import canonicalize
+
+    rng = np.random.default_rng(0)
+    g = Graph("nwc")
+    g.add_tensor("x", (1, 32, 1))
+    g.inputs = ["x"]
+    g.add_const("w0", rng.normal(size=(4, 3, 1)).astype(np.float32))
+    g.add_const("w1", rng.normal(size=(8, 3, 4)).astype(np.float32))
+    g.add_const("fw", rng.normal(size=(3, 8)).astype(np.float32))
+    g.add_node("Conv1D", ["x", "w0"], ["c0"], pads=[1, 1], channels_last=True, activation="relu")
+    g.add_node("MaxPool", ["c0"], ["p0"], kernel=[2], strides=[2], channels_last=True)
+    g.add_node("Conv1D", ["p0", "w1"], ["c1"], pads=[1, 1], channels_last=True)
+    g.add_node("GlobalAvgPool", ["c1"], ["gap"], channels_last=True, keepdims=False)
+    g.add_node("FullyConnected", ["gap", "fw"], ["y"])
+    g.outputs = ["y"]
+    infer_shapes(g)
+    x = rng.normal(size=(1, 32, 1)).astype(np.float32)
+    h = canonicalize(g, channels_last=True)
+    assert not any(n.op == "Transpose" for n in h.nodes)
+    np.testing.assert_allclose(run(h, {"x": x})["y"], run(g, {"x": x})["y"], rtol=1e-5, atol=1e-6)

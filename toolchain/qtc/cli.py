@@ -18,6 +18,10 @@ from pathlib import Path
 import click
 import numpy as np
 
+# quiet TensorFlow/absl (imported lazily by the Keras/TFLite paths) and never touch a GPU here
+for _k, _v in (("TF_CPP_MIN_LOG_LEVEL", "3"), ("TF_ENABLE_ONEDNN_OPTS", "0"), ("GRPC_VERBOSITY", "ERROR")):
+    os.environ.setdefault(_k, _v)
+
 from . import __version__
 from .errors import QtcError, ShapeError
 
@@ -463,10 +467,12 @@ def _register_subcommands() -> None:
     """Commands that live beside their subsystem (PTQ, back ends, device loop)."""
     import importlib
 
-    from . import quant_cli
+    from . import pipeline, quant_cli
 
     quant_cli.register(cli)
-    for mod, names in (("qtc.backends.cli", ("compile",)), ("qtc.device.cli", ("build", "flash", "bench"))):
+    pipeline.register(cli)
+    for mod, names in (("qtc.backends.cli", ("compile",)), ("qtc.device.cli", ("build", "flash", "bench")),
+                       ("qtc.eval.cli", ("compare",))):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError:

@@ -171,9 +171,10 @@ class _Relayout:
         x = n.inputs[0] if n.inputs else ""
         act = bool(x) and not self.is_const(x)
         if op in LAYOUT_OPS and act and ranks[0] in (3, 4):
-            want = _ident(ranks[0]) if n.attrs.get("channels_last", False) else cl_perm(ranks[0])
+            already = bool(n.attrs.get("channels_last", False))  # e.g. a Keras/TFLite graph
+            want = _ident(ranks[0]) if already else cl_perm(ranks[0])
             out_rank = self.rank(n.outputs[0])
-            out_p = cl_perm(out_rank) if out_rank == ranks[0] else _ident(out_rank)
+            out_p = cl_perm(out_rank) if (out_rank == ranks[0] and not already) else _ident(out_rank)
             self.emit(n, [self.get(x, want)] + self.others(n, ranks), [out_p], channels_last=True)
             return
         if op == "Transpose" and act:
