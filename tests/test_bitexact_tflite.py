@@ -124,9 +124,6 @@ def test_bitexact_dilated_conv1d():
     check_model(g, blob, [kc.sample_inputs(model, N_SAMPLES, seed=12)], "dilated_conv1d", tflm="record")
 
 
-@pytest.mark.xfail(strict=True, reason="qtc's Conv2D/FullyConnected int16 (16x8) kernels requantize the int64 "
-                   "accumulator with the int32 MultiplyByQuantizedMultiplier; TFLite/TFLM use the int64 overload "
-                   "(multiplier reduced to 16 bits, single rounding): 1-LSB differences")
 def test_bitexact_int16_activations():
     """16x8 quantization (int16 activations, int8 weights)."""
     model = kc.build_functional()

@@ -471,7 +471,9 @@ def _register_subcommands() -> None:
 
     quant_cli.register(cli)
     pipeline.register(cli)
-    for mod, names in (("qtc.backends.cli", ("compile",)), ("qtc.device.cli", ("build", "flash", "bench")),
+    for mod, names in (("qtc.backends.cli", ("compile",)),
+                       ("qtc.backends.tflite.cli", ("verify", "size")),
+                       ("qtc.device.cli", ("build", "flash", "bench")),
                        ("qtc.eval.cli", ("compare",))):
         try:
             m = importlib.import_module(mod)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import QtcError
 
-BACKENDS = ("c",)
+BACKENDS = ("c", "tflite")
 
 
 def _fmt_bytes(n: int) -> str:
@@ -23,10 +23,12 @@ def _fmt_bytes(n: int) -> str:
 
 @click.command("compile", epilog="\b\nExamples:\n"
                "  qtc compile model_int8.qir --backend c -o build/model_c\n"
-               "  qtc compile model_int8.qir -o build/model_c --target esp32s3 --esp-nn --test-vectors 8")
+               "  qtc compile model_int8.qir -o build/model_c --target esp32s3 --esp-nn --test-vectors 8\n"
+               "  qtc compile model_int8.qir --backend tflite -o model.tflite --emit-c build/model_data")
 @click.argument("model", type=click.Path(exists=True))
 @click.option("--backend", default="c", show_default=True, help=f"Code generator: {', '.join(BACKENDS)}.")
-@click.option("-o", "--output", required=True, type=click.Path(), help="The folder to write (replaced).")
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="c: the folder to write (replaced); tflite: the .tflite file.")
 @click.option("--target", default=None, help="Target YAML name or path (checks the back end and op list).")
 @click.option("--name", "model_name", default=None, help="C name of the model (default: the file's stem).")
 @click.option("--esp-nn/--no-esp-nn", default=False, show_default=True,
@@ -35,9 +37,20 @@ def _fmt_bytes(n: int) -> str:
               help="Write qtc_model_testvec.h with this many random inputs and the interpreter's outputs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --test-vectors.")
 @click.option("--plan/--no-plan", "show_plan", default=False, help="Print every tensor's arena offset.")
+@click.option("--io-dtype", type=click.Choice(["int8", "float32"]), default="int8", show_default=True,
+              help="tflite: model input/output type (float32 adds QUANTIZE/DEQUANTIZE at the edges).")
+@click.option("--emit-c", type=click.Path(file_okay=False), default=None,
+              help="tflite: also write model_data.c/.h (aligned array + measured TFLM arena) to this folder.")
 @click.pass_context
-def compile(ctx, model, backend, output, target, model_name, esp_nn, n_vectors, seed, show_plan):  # noqa: A001
-    """Compile a quantized MODEL (.qir) to sources for a device."""
+def compile(ctx, model, backend, output, target, model_name, esp_nn, n_vectors, seed, show_plan,  # noqa: A001
+            io_dtype, emit_c):
+    """Compile a quantized MODEL (.qir) for a device: C sources (--backend c) or a .tflite (--backend tflite)."""
+    if backend == "tflite":
+        from ..ir import load
+        from .tflite.cli import compile_for_cli
+
+        click.echo(compile_for_cli(load(model), output, io_dtype=io_dtype, emit_c=emit_c))
+        return
     try:
         info = _compile(model, backend, output, target, model_name, esp_nn, n_vectors, seed)
     except QtcError as exc:

@@ -111,9 +111,13 @@ def requant_out(ctx, acc: np.ndarray, eff_scale: np.ndarray, axis: int | None = 
 
 # --------------------------------------------------------------------- integer helpers
 def int64_bias(ctx, index: int = 2) -> bool:
-    """True when input ``index`` (a bias) is int64: TFLite's 16x8 conv/FC accumulate in int64 then."""
+    """True when TFLite's 16x8 conv/FC accumulate in int64: an int64 bias, or an int16 input and no bias
+    (TFLM's int16 kernels take the int64 path when the bias is absent; measured)."""
     t = ctx.in_tensors[index] if len(ctx.in_tensors) > index else None
-    return t is not None and t.dtype == "int64"
+    if t is None:
+        x = ctx.in_tensors[0]
+        return x is not None and x.dtype == "int16"
+    return t.dtype == "int64"
 
 
 def round_half_away(x: np.ndarray) -> np.ndarray:

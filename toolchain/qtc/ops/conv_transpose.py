@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._util import (channels, clamp_act_float, from_channels_last, make_shape, requant_out, spatial_shape,
-                    to_channels_last)
+from ._util import (channels, clamp_act_float, from_channels_last, int64_bias, make_shape, requant_out,
+                    spatial_shape, to_channels_last)
 from .registry import OpDef, TensorSpec, register
 
 
@@ -93,7 +93,8 @@ class ConvTranspose2D(OpDef):
         if b is not None:
             acc = acc + b.astype(np.int64)
         eff = ctx.numerics.effective_scale(iq.scale[0], wq.scale, oq.scale[0])
-        y = requant_out(ctx, acc, eff, axis=acc.ndim - 1, activation=cls.attr(node, "activation"))
+        y = requant_out(ctx, acc, eff, axis=acc.ndim - 1, activation=cls.attr(node, "activation"),
+                        int64_acc=int64_bias(ctx))
         return [from_channels_last(y, cl)]
 
     @classmethod
