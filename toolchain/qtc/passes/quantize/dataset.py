@@ -266,10 +266,11 @@ def _save(out: Path, record: dict, fname: str, a: np.ndarray) -> None:
 
 
 # ------------------------------------------------------------------------ load
-def load_calibration(paths, g: Graph) -> tuple[dict[str, np.ndarray], dict | None]:
+def load_calibration(paths, g: Graph, prefix: str = "quant_dataset") -> tuple[dict[str, np.ndarray], dict | None]:
     """Calibration inputs from ``quant_dataset_<input>.npy`` files or their folder.
 
     Returns (arrays by input name, the scenario record beside them or None).
+    ``prefix="quant_eval"`` reads the evaluation split the same way.
     """
     import json
 
@@ -279,11 +280,11 @@ def load_calibration(paths, g: Graph) -> tuple[dict[str, np.ndarray], dict | Non
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
-            files += [p / f"quant_dataset_{safe_name(n)}.npy" for n in g.inputs]
+            files += [p / f"{prefix}_{safe_name(n)}.npy" for n in g.inputs]
         else:
             files.append(p)
     calib: dict[str, np.ndarray] = {}
-    by_file = {f"quant_dataset_{safe_name(n)}.npy": n for n in g.inputs}
+    by_file = {f"{prefix}_{safe_name(n)}.npy": n for n in g.inputs}
     for f in files:
         if not f.exists():
             raise QtcError("calibration file not found", where=str(f.name),
@@ -292,7 +293,7 @@ def load_calibration(paths, g: Graph) -> tuple[dict[str, np.ndarray], dict | Non
         if name is None and len(g.inputs) == 1 and len(files) == 1:
             name = g.inputs[0]
         if name is None:
-            raise QtcError(f"cannot tell which model input {f.name!r} feeds", hint=f"name it quant_dataset_<input>.npy "
+            raise QtcError(f"cannot tell which model input {f.name!r} feeds", hint=f"name it {prefix}_<input>.npy "
                                                                               f"for one of {g.inputs}")
         calib[name] = np.load(f, allow_pickle=False)
     missing = [n for n in g.inputs if n not in calib]

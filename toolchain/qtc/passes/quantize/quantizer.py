@@ -18,11 +18,17 @@ Scheme (docs/ir.md; TFLite ``quantization_spec.md``):
 * power-of-two targets round every scale up to a power of two.
 
 Modes: ``static`` (everything integer that has an integer kernel),
-``dynamic`` (int8 weights + Dequantize into float ops, float activations),
+``dynamic`` (int8 weights + Dequantize into float ops, float activations; no
+calibration needed),
 ``mixed`` (as static, with the ``keep_float`` layers left in float between
-Dequantize/Quantize bridges).  Nodes with no integer kernel, ops the target
-runs in float (``float_ops``) and fixed-zero-point ops on symmetric targets
-stay float in every mode; each is listed with its reason in the metadata.
+Dequantize/Quantize bridges, and the ``int16`` ones given int16 activations).
+Nodes with no integer kernel, ops the target runs in float (``float_ops``)
+and fixed-zero-point ops on symmetric targets stay float in every mode; each
+is listed with its reason in the metadata.
+
+Optional refinements (better than min-max): cross-layer equalization of the
+float graph before calibration (:mod:`.equalize`); AdaRound and bias
+correction on the built graph, layer by layer (:mod:`.refine`).
 """
 from __future__ import annotations
 
@@ -37,18 +43,26 @@ from ...ir.graph import Graph
 from ...ir.tensor import QuantParams
 from ...ir.validate import validate
 from ...ops.registry import get_op, has_op
+from .adaround import AdaRoundConfig
 from .builder import FIXED_OUTPUT, SAME_PARAMS_OPS, Builder, QuantizeWarning  # noqa: F401 - re-exported
-from .calibrate import calibration_hash, run_calibration
+from .calibrate import _layout, calibration_hash, run_calibration
 from .constraints import WEIGHTED_OPS, QuantSpec, spec_for
+from .equalize import equalize as _equalize
 from .observers import METHODS, Observer, RangeSpec, make_observer
 from .params import activation_params
+from .refine import refine
 
 MODES = ("static", "dynamic", "mixed")
 _SEPARATORS = "/.:"
 
 
 def _match(name: str, pattern: str) -> bool:
-    """Exact name, or a scope prefix ending at a separator ('enc' matches 'enc/conv1')."""
+    """Exact name, or a scope prefix ending at a separator ('enc' matches 'enc/conv1').
+
+    A pattern starting with ``=`` matches only the exact name that follows.
+    """
+    if pattern.startswith("="):
+        return name == pattern[1:]
     if name == pattern:
         return True
     if not name.startswith(pattern):
@@ -57,10 +71,15 @@ def _match(name: str, pattern: str) -> bool:
 
 
 def _select(g: Graph, patterns: Iterable[str], what: str) -> set[str]:
-    """Node names matched by ``patterns`` (node names, output tensor names or scope prefixes)."""
+    """Node names matched by ``patterns`` (node names, output tensor names or scope prefixes).
+
+    A pattern naming a graph input matches no node but is not an error (``--int16 x``).
+    """
     chosen: set[str] = set()
     for p in patterns:
         hit = {n.name for n in g.nodes if _match(n.name, p) or any(_match(o, p) for o in n.outputs)}
+        if not hit and p.lstrip("=") in g.inputs:
+            continue
         if not hit:
             raise QtcError(f"{what} {p!r} matches no node of the (canonicalized) graph", where=f"graph {g.name}",
                            hint="use 'qtc show' to list node names; a scope prefix like 'encoder' matches 'encoder/…'")
@@ -113,17 +132,48 @@ def _observed_tensors(g: Graph, int_nodes: set[str]) -> list[str]:
     return names
 
 
+def _adaround_config(adaround) -> AdaRoundConfig | None:
+    if adaround is None or adaround is False:
+        return None
+    if adaround is True:
+        cfg = AdaRoundConfig()
+    elif isinstance(adaround, AdaRoundConfig):
+        cfg = adaround
+    elif isinstance(adaround, dict):
+        try:
+            cfg = AdaRoundConfig(**adaround)
+        except TypeError as exc:
+            raise QtcError(f"bad AdaRound settings: {exc}",
+                           hint=f"use keys of {sorted(AdaRoundConfig().__dict__)}") from None
+    else:
+        raise QtcError(f"adaround must be a bool, dict or AdaRoundConfig, got {type(adaround).__name__}")
+    if cfg.inputs not in ("quantized", "float"):
+        raise QtcError(f"AdaRound inputs {cfg.inputs!r} unknown", hint="use 'quantized' (sequential) or 'float'")
+    if cfg.iters < 0 or cfg.batch < 1 or cfg.max_rows < 1:
+        raise QtcError("AdaRound iters must be >= 0, batch and max_rows >= 1", hint="fix the adaround settings")
+    return cfg
+
+
 def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="host", method: str = "minmax",
              wbits: int = 8, abits: int = 8, mode: str = "static", keep_float: Iterable[str] = (),
              int16: Iterable[str] = (), per_channel: bool | None = None, *,
              observer_settings: dict | None = None, weight_method: str = "minmax", seed: int | None = None,
-             canonicalize: bool = True, progress: bool = True) -> Graph:
+             canonicalize: bool = True, progress: bool = True, equalize: bool = False,
+             bias_correction: bool = False, adaround=False) -> Graph:
     """Post-training quantization of ``graph`` for ``target`` (see the module docstring).
 
     ``calib_inputs`` maps each graph input to its calibration samples, stacked
     on axis 0.  ``keep_float`` and ``int16`` take node names, output tensor
-    names or scope prefixes.  ``seed`` is recorded (the dataset's split seed).
-    The input graph is not modified.
+    names or scope prefixes (``=name`` for an exact name).  ``seed`` is
+    recorded (the dataset's split seed).  The input graph is not modified.
+
+    Better than min-max (each recorded in the metadata):
+    ``equalize`` cross-layer equalization of the float graph first (:mod:`.equalize`);
+    ``adaround`` learned rounding of the weights (True, a dict of
+    :class:`AdaRoundConfig` fields, or a config; :mod:`.adaround`);
+    ``bias_correction`` empirical bias correction (:mod:`.bias_correction`).
+    AdaRound and bias correction run layer by layer on the calibration data
+    (:mod:`.refine`), also in dynamic mode.
     """
     if mode not in MODES:
         raise QtcError(f"unknown mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
@@ -135,14 +185,24 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
         raise QtcError("the graph is already quantized", where=f"graph {graph.name}",
                        hint="quantize the float model (re-import it without quantization)")
     keep_float, int16 = list(keep_float), list(int16)
+    if mode == "dynamic" and int16:
+        raise QtcError("--int16 needs integer activations; dynamic mode keeps every activation float",
+                       hint="use --mode mixed (or static) with --int16")
+    ada_cfg = _adaround_config(adaround)
+    if (ada_cfg is not None or bias_correction) and not calib_inputs:
+        raise QtcError("AdaRound and bias correction need calibration data", where=f"graph {graph.name}",
+                       hint="pass --calib quant_dataset_<input>.npy (from 'qtc calibrate')")
     spec = spec_for(target, wbits=wbits, abits=abits, per_channel=per_channel)
     g = graph.copy()
     if canonicalize:
         g = _canonical(g)
+    eq_meta = None
+    if equalize:
+        g, eq_meta = _equalize(g)
     keep_nodes = _select(g, keep_float, "--keep-float")
     int16_nodes = _select(g, int16, "--int16")
     int16_tensors = {o for n in g.nodes if n.name in int16_nodes for o in n.outputs}
-    int16_tensors |= {p for p in int16 if p in g.inputs}
+    int16_tensors |= {p.lstrip("=") for p in int16 if p.lstrip("=") in g.inputs}
     int_nodes, float_nodes = _placement(g, spec, mode, keep_nodes)
     observer_settings = dict(observer_settings or {})
 
@@ -156,6 +216,9 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
         observers = {name: make_observer(method, **observer_settings) for name in names}
         calib_meta = run_calibration(g, calib_inputs, observers, progress=progress)
         calib_meta["sha256"] = calibration_hash({k: np.asarray(calib_inputs[k]) for k in g.inputs})
+    elif calib_inputs and (ada_cfg is not None or bias_correction):  # dynamic mode: refinement data only
+        calib_meta = {"samples": int(_layout(g, calib_inputs)[0]),
+                      "sha256": calibration_hash({k: np.asarray(calib_inputs[k]) for k in g.inputs})}
 
     cache: dict[str, QuantParams] = {}
 
@@ -176,6 +239,7 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
         return copy.deepcopy(cache[name])
 
     dynamic_nodes = {n.name for n in g.nodes if n.name not in keep_nodes} if mode == "dynamic" else set()
+    fg = g.copy() if (ada_cfg is not None or bias_correction) else None
     b = Builder(g, spec, act_params, int_nodes, dynamic_nodes, weight_method)
     b.inputs()
     for n in list(g.nodes):
@@ -183,6 +247,12 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
     g.nodes = b.nodes
     g.remove_unused_tensors()
     validate(g)
+    refine_meta = None
+    if fg is not None:
+        refine_meta = refine(g, fg, calib_inputs, spec, adaround_cfg=ada_cfg, bias_correction=bias_correction,
+                             progress=progress)
+        g.remove_unused_tensors()
+        validate(g)
 
     sample_obs = next(iter(observers.values()), None)
     g.metadata["quantization"] = {
@@ -203,5 +273,11 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
         "calibration": {**calib_meta, "seed": seed},
         "canonicalized": bool(canonicalize),
         "weights": "symmetric narrow-range, axis 0" if spec.per_channel else "symmetric narrow-range, per-tensor",
+        "equalization": eq_meta,
+        "adaround": None if ada_cfg is None else {**ada_cfg.to_json(), "layers": [
+            {"node": r["node"], **r["adaround"]} for r in refine_meta["layers"] if "adaround" in r]},
+        "bias_correction": None if not bias_correction else {"layers": [
+            {k: r[k] for k in ("node", "bias_shift_max", "bias_clipped") if k in r}
+            for r in refine_meta["layers"] if "bias_shift_max" in r]},
     }
     return g
