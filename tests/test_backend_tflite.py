@@ -255,24 +255,197 @@ def test_malformed_ir_fails_and_leaves_nothing(tmp_path):
 
 
 # ----------------------------------------------------------------------------- file properties
-def test_round_trip_identical_ir():
-    for name in ("digits_like", "peer_like"):
-        for variant in ("w8a8", "int4"):
-            qg = quantized(name, variant)
-            back = load_tflite(tflite_bytes(qg), name=qg.name)
-            assert [n.op for n in back.nodes] == [n.op for n in qg.nodes]
-            for n1, n2 in zip(qg.nodes, back.nodes):
-                assert _attrs(n1) == _attrs(n2), n1.name
-                for a, b in zip(n1.inputs + n1.outputs, n2.inputs + n2.outputs):
-                    ta, tb = qg.tensors[a], back.tensors[b]
-                    assert (ta.shape, ta.dtype) == (tb.shape, tb.dtype), a
-                    if ta.is_const:
-                        assert np.array_equal(ta.data, tb.data), a
-                    if ta.quant is not None:
-                        qa, qb = ta.quant, tb.quant
-                        assert np.array_equal(qa.scale, qb.scale) and np.array_equal(qa.zero_point, qb.zero_point)
-                        assert (qa.axis, qa.bits) == (qb.axis, qb.bits), a
-            assert back.inputs == qg.inputs and back.outputs == qg.outputs
+def _strip_qtc_metadata(data: bytes) -> bytes:
+    """The same model without the qtc_quant / qtc_ir entries (as another tool would leave it)."""
+    import flatbuffers
+
+    m = schema().ModelT.InitFromPackedBuf(data, 0)
+    m.metadata = [md for md in m.metadata if md.name.decode() not in ("qtc_quant", "qtc_ir")]
+    b = flatbuffers.Builder(len(data) + 1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+def _meta(data: bytes) -> dict[str, str]:
+    m = schema().ModelT.InitFromPackedBuf(data, 0)
+    raw = {md.name.decode(): m.buffers[md.buffer].data for md in m.metadata}
+    return {k: bytes(np.asarray([] if v is None else v, dtype=np.uint8)).decode() for k, v in raw.items()}
+
+
+def assert_same_outputs(a: Graph, b: Graph, n: int = 3) -> None:
+    """Both graphs compute the same integers (qtc's interpreter) on the same quantized inputs."""
+    from qtc.interp import run
+
+    samples = calib_for(a, n, seed=13)
+    for k in range(n):
+        feeds = {}
+        for name in a.inputs:
+            t, x = a.tensors[name], samples[name][k:k + 1]
+            feeds[name] = t.quant.quantize(x).astype(t.dtype) if t.quant is not None else x
+        ya, yb = run(a, feeds), run(b, dict(zip(b.inputs, feeds.values())))
+        for oa, ob in zip(a.outputs, b.outputs):
+            np.testing.assert_array_equal(ya[oa], yb[ob])
+
+
+ROUND_TRIP = [(n, v) for n in sorted(GRAPHS) for v in ("w8a8", "16x8", "mixed", "int4")] + [("ops_like", "w8a8")]
+
+
+@pytest.mark.parametrize("name,variant", ROUND_TRIP)
+def test_round_trip_identical_ir(name, variant):
+    """load_tflite(tflite_bytes(g)) is g: names, shapes, dtypes, constant bytes, every quant field,
+    ops, attributes, I/O (ops_like is channels-first: compared with its channels-last form, as written)."""
+    from qtc.backends.tflite.prepare import prepare
+    from qtc.ir.diff import ir_diff
+
+    qg = quantized(name, variant)
+    ref = prepare(qg)
+    data = tflite_bytes(qg)
+    assert ir_diff(ref, load_tflite(data, name=qg.name)) == []
+    # without qtc's metadata: names and flags may be guessed differently, the computation is the same
+    bare = load_tflite(_strip_qtc_metadata(data), name=qg.name)
+    assert [n.op for n in bare.nodes] == [n.op for n in ref.nodes] or name == "ops_like"
+    assert_same_outputs(ref, bare)
+
+
+def conv1d_forms() -> Graph:
+    """1-D forms the writer expands: causal and explicit pads (PAD), depthwise, strided, dilated Conv1D,
+    padded max pool, count_include_pad average pool, a conv without bias."""
+    b = _B("conv1d_forms", 21)
+    b.g.add_tensor("x", (1, 40, 4))
+    c = b.node("Conv1D", ["x", b.w("c/w", 8, 5, 4), b.w("c/b", 8, k=0.1)], "c", pads=[4, 0], channels_last=True,
+               activation="relu")
+    d = b.node("Conv1D", [c, b.w("d/w", 8, 3, 1), b.w("d/b", 8, k=0.1)], "d", pads=[1, 1], groups=8, strides=[2],
+               channels_last=True)
+    p = b.node("MaxPool", [d], "p", kernel=[3], strides=[1], pads=[1, 1], channels_last=True)
+    a = b.node("AvgPool", [p], "a", kernel=[2], strides=[2], pads=[1, 1], count_include_pad=True, channels_last=True)
+    e = b.node("Conv1D", [a, b.w("e/w", 6, 3, 8)], "e", pads=[1, 1], dilations=[2], channels_last=True)
+    m = b.node("MaxPool", [e], "m", kernel=[2], channels_last=True)
+    return b.done(["x"], [m])
+
+
+@pytest.mark.parametrize("variant", ["w8a8", "16x8", "mixed"])
+def test_round_trip_conv1d_forms(variant):
+    from qtc.backends.tflite.prepare import prepare
+    from qtc.ir import QuantParams
+    from qtc.ir.diff import ir_diff
+
+    g = conv1d_forms()
+    calib = calib_for(g, 32, seed=3)
+    if variant == "w8a8":
+        qg = quantize(g, calib, progress=False)
+        q = qg.tensors["m"].quant  # a pool whose output params differ: MAX_POOL_2D + QUANTIZE
+        qg.tensors["m"].quant = QuantParams(q.scale * 1.5, q.zero_point)
+    elif variant == "16x8":
+        qg = with_int64_bias(quantize(g, calib, int16=[f"={o}" for n in g.nodes for o in n.outputs] + ["=x"],
+                                      progress=False))
+    else:
+        qg = quantize(g, calib, mode="mixed", keep_float=["p"], progress=False)
+    data = tflite_bytes(qg)
+    assert ir_diff(prepare(qg), load_tflite(data, name=qg.name)) == []
+    assert_bitexact(qg, data, f"conv1d_forms {variant}", n=10)
+    bare = load_tflite(_strip_qtc_metadata(data), name=qg.name)  # TF-converter-like: still 1-D ops
+    assert not {"Conv2D", "Unsqueeze", "Reshape"} & {n.op for n in bare.nodes}
+    assert_same_outputs(prepare(qg), bare)
+
+
+def test_round_trip_float_io_and_clips():
+    """Float model I/O, one- and two-sided Clips (int8 and float), a conv without bias, a Flatten."""
+    from qtc.backends.tflite.prepare import prepare
+    from qtc.ir.diff import ir_diff
+
+    b = _B("clips", 8)
+    b.g.add_tensor("x", (1, 6, 6, 3))
+    c = b.node("Conv2D", ["x", b.w("c/w", 4, 3, 3, 3)], "c", pads=[1, 1, 1, 1], channels_last=True)
+    lo = b.node("Clip", [c], "lo", min=-0.3)
+    both = b.node("Clip", [lo], "both", min=-0.2, max=0.45)
+    f = b.node("Flatten", [both], "flat", axis=1)
+    y = b.node("FullyConnected", [f, b.w("fc/w", 5, 144, k=0.1)], "fc")
+    hi = b.node("Clip", [y], "hi", max=0.1)
+    g = b.done(["x"], [hi])
+    calib = calib_for(g, 32, seed=1)
+    for label, qg, io in [("int8", quantize(g, calib, progress=False), "int8"),
+                          ("float io", quantize(g, calib, progress=False), "float32"),
+                          ("mixed", quantize(g, calib, mode="mixed", keep_float=["both", "hi"], progress=False),
+                           "int8")]:
+        data = tflite_bytes(qg, io_dtype=io)
+        back = load_tflite(data, name=qg.name)
+        assert ir_diff(prepare(qg, io), back) == [], label
+        bare = load_tflite(_strip_qtc_metadata(data), name=qg.name)
+        assert [n.op for n in bare.nodes if n.op == "Clip"] == ["Clip"] * 3, label
+        if io == "int8":
+            assert_same_outputs(prepare(qg, io), bare)
+
+
+def test_quant_flags_stored_and_inferred():
+    """qtc_quant keeps the flags TFLite has no field for; without it the importer infers them."""
+    from qtc.ir.diff import ir_diff
+
+    g = digits_like()
+    qg = quantize(g, calib_for(g, 32, seed=2), target="esp-dl", progress=False)  # symmetric, power-of-two
+    flags = json.loads(_meta(tflite_bytes(qg))["qtc_quant"])
+    assert flags["conv1/w"] == "nsp" and flags["conv1"] == "sp"
+    assert ir_diff(qg, load_tflite(_strip_qtc_metadata(tflite_bytes(qg)))) == []  # inferred right here
+    # flags that contradict the values: only the metadata can carry them
+    qg.tensors["conv1/w"].quant.narrow_range = False  # symmetric full-range weights, all within ±127
+    qg.tensors["conv2"].quant.power_of_two = False     # a power-of-two scale by chance
+    qg.tensors["fc1"].quant.symmetric = False          # zero point 0 by chance
+    data = tflite_bytes(qg)
+    assert ir_diff(qg, load_tflite(data)) == []
+    guessed = ir_diff(qg, load_tflite(_strip_qtc_metadata(data)))
+    assert sorted(guessed) == ["tensor 'conv1/w': quant.narrow_range False != True",
+                               "tensor 'conv2': quant.power_of_two False != True",
+                               "tensor 'fc1': quant.symmetric False != True"]
+
+
+def test_ir_metadata_optional_and_reserved(tmp_path):
+    qg = quantized("ts_like", "w8a8")
+    full, bare = tflite_bytes(qg), tflite_bytes(qg, ir_metadata=False)
+    assert {"qtc_quant", "qtc_ir"} <= set(_meta(full)) and not {"qtc_quant", "qtc_ir"} & set(_meta(bare))
+    assert len(bare) < len(full)
+    assert json.loads(_meta(full)["qtc_ir"])["views"]  # the 3-D names the peephole dropped
+    with pytest.raises(QtcError, match="written by qtc itself"):
+        compile_tflite(qg, tmp_path / "m.tflite", metadata={"qtc_ir": "{}"})
+    assert not (tmp_path / "m.tflite").exists()
+    # an entry that is not what qtc writes: a clear error, not a wrong graph
+    import flatbuffers
+
+    from qtc.errors import ModelFormatError
+
+    for entry, bad in [("qtc_ir", b"[1]"), ("qtc_ir", b'{"views": [1]}'), ("qtc_quant", b'{"x": "s:7"}'),
+                       ("qtc_quant", b"{not json")]:
+        m = schema().ModelT.InitFromPackedBuf(full, 0)
+        md = next(md for md in m.metadata if md.name.decode() == entry)
+        m.buffers[md.buffer].data = list(bad)
+        fb = flatbuffers.Builder(len(full) + 1024)
+        fb.Finish(m.Pack(fb), file_identifier=b"TFL3")
+        with pytest.raises(ModelFormatError, match=entry):
+            load_tflite(bytes(fb.Output()))
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "ts_cnn", "peer_encoder", "policy_head"])
+def test_round_trip_example_models(name):
+    """build/models/<name>: Keras → canonicalize (channels-last) → quantize (esp32) → .tflite → load_tflite:
+    the same IR in W8A8, 16x8, mixed (one layer float) and int4-weight variants."""
+    root = Path(__file__).resolve().parents[1] / "build" / "models" / name
+    if not (root / f"{name}.keras").is_file():
+        pytest.skip("no build/models: run python -m models.train_all --out build/models")
+    pytest.importorskip("tf_keras")
+    from qtc.frontends.keras import load_keras
+    from qtc.ir.diff import ir_diff
+    from qtc.passes import canonicalize
+
+    kio = json.loads((root / "meta.json").read_text())["keras"]["inputs"][0]
+    g = canonicalize(load_keras(root / f"{name}.keras"), channels_last=True)
+    calib = {g.inputs[0]: np.load(root / "data.npz")[kio["calib_key"]][:64]}
+    layers = [n.name for n in g.nodes if n.op in ("Conv1D", "Conv2D", "FullyConnected")]
+    all16 = [f"={o}" for n in g.nodes for o in n.outputs] + [f"={i}" for i in g.inputs]
+    variants = {"w8a8": quantize(g, calib, target="esp32", progress=False),
+                "16x8": with_int64_bias(quantize(g, calib, target="esp32", int16=all16, progress=False)),
+                "mixed": quantize(g, calib, target="esp32", mode="mixed", keep_float=[layers[1]], progress=False),
+                "int4": quantize(g, calib, target="esp32", wbits=4, per_channel=False, progress=False)}
+    for variant, qg in variants.items():
+        back = load_tflite(tflite_bytes(qg), name=qg.name)
+        assert ir_diff(qg, back) == [], f"{name} {variant}"
 
 
 def test_deterministic_aligned_and_metadata(tmp_path):

@@ -157,12 +157,77 @@ def test_tflite_float_op_coverage_parity(name):
 
 
 def test_tflite_dilated_conv_chain_fused():
-    """SPACE_TO_BATCH_ND → conv → BATCH_TO_SPACE_ND becomes one dilated Conv2D."""
+    """SPACE_TO_BATCH_ND → conv → BATCH_TO_SPACE_ND becomes one dilated conv, and on [N, L, C] a Conv1D."""
     model = kc.build_dilated_conv1d()
     blob = convert(model)
     g = load_tflite(blob)
-    dil = sorted(tuple(n.attrs["dilations"]) for n in g.nodes if n.op == "Conv2D")
-    assert dil == [(1, 2), (1, 4)]
+    dil = sorted(tuple(n.attrs["dilations"]) for n in g.nodes if n.op == "Conv1D")
+    assert dil == [(2,), (4,)]
+    assert not {"Conv2D", "Unsqueeze", "Reshape", "Pad"} & {n.op for n in g.nodes}
+
+
+@pytest.mark.parametrize("name", ["conv1d", "dilated_conv1d"])
+def test_tflite_conv1d_matches_keras_front_end(name):
+    """TF's Conv1D / 1-D pool expansion (EXPAND_DIMS + 2-D op + RESHAPE, causal PAD, dilated chains) imports
+    as the Keras front end's IR: same ops and attributes, weights [O, K, I] with the same values."""
+    from qtc.frontends.keras import from_keras
+    from qtc.ir.diff import canonical_attrs
+    from qtc.passes import canonicalize
+
+    model = {**kc.KERAS_MODELS, **kc.EXTRA_MODELS}[name]()
+    gk = canonicalize(from_keras(model), channels_last=True)
+    gt = canonicalize(load_tflite(convert(model)), channels_last=True)
+    assert [n.op for n in gt.nodes] == [n.op for n in gk.nodes]
+    assert "Conv1D" in {n.op for n in gt.nodes}
+    for nk, nt in zip(gk.nodes, gt.nodes):
+        assert canonical_attrs(nt) == canonical_attrs(nk), nk.name
+        if nk.op in ("Conv1D", "FullyConnected"):
+            wk, wt = gk.tensors[nk.inputs[1]].data, gt.tensors[nt.inputs[1]].data
+            assert wt.shape == wk.shape
+            np.testing.assert_allclose(wt, wk, atol=1e-6)
+
+
+def test_tflite_int8_conv1d_weights_per_channel():
+    """int8 Conv1D weights come back [O, K, I] with the file's per-output-channel scales on axis 0."""
+    model = kc.build_conv1d()
+    blob = convert(model, int8=True, calib=kc.sample_inputs(model, 20))
+    g = load_tflite(blob)
+    assert not {"Conv2D", "Unsqueeze"} & {n.op for n in g.nodes}
+    details = {tuple(d["shape"]): d for d in _tensor_details(blob).values() if len(d["shape"]) == 4}
+    convs = [n for n in g.nodes if n.op == "Conv1D"]
+    assert len(convs) == 3
+    for n in convs:
+        w = g.tensors[n.inputs[1]]
+        o, k, i = w.shape
+        src = details[(o, 1, k, i)]["quantization_parameters"]
+        assert w.dtype == "int8" and w.quant.axis == 0 and w.quant.narrow_range and w.quant.symmetric
+        np.testing.assert_array_equal(w.quant.scale, src["scales"].astype(np.float32))
+    assert g.tensors[convs[0].outputs[0]].shape == (1, 32, 8)
+
+
+def test_tflite_min_max_import_as_clip():
+    """MAXIMUM / MINIMUM with a constant scalar are clamps: Clip (clip_by_value → one Clip); exact in int8."""
+    from qtc.eval.runtimes import compare_bitexact
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 6, 10], tf.float32)])
+    def f(x):
+        return tf.clip_by_value(x * 2.0, -0.5, 0.75) + tf.maximum(x, 0.25)
+
+    g = assert_float_parity(convert(f), fn_samples(f, 3, seed=1))
+    clips = sorted((n.attrs.get("min"), n.attrs.get("max")) for n in g.nodes if n.op == "Clip")
+    assert clips == [(-0.5, 0.75), (0.25, None)]
+    blob = convert(f, int8=True, calib=fn_samples(f, 20))
+    qg = load_tflite(blob)
+    assert sorted(n.op for n in qg.nodes) == ["Add", "Clip", "Clip", "Mul"]
+    rep = compare_bitexact(qg, blob, [fn_samples(f, 3, seed=2)], runtimes=("litert_ref",))
+    assert all(s["exact_samples"] == s["samples"] == 3 for s in rep["runtimes"]["litert_ref"].values())
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 4], tf.float32), tf.TensorSpec([1, 4], tf.float32)])
+    def two(x, y):
+        return tf.maximum(x, y)
+
+    with pytest.raises(UnsupportedOpError, match="MAXIMUM of two runtime tensors"):
+        load_tflite(convert(two))
 
 
 def test_tflite_fp16_weights_fold():

@@ -15,11 +15,22 @@ Layout: TFLite activations are NHWC, so layout-sensitive IR ops get
 (TFLite's SAME rule: the odd pad goes at the end).  Fused activations become
 the ``activation`` attribute; ops without one get a separate clamp node.
 A DEQUANTIZE of a constant (fp16 or int8 weights) folds into a float constant.
+MAXIMUM / MINIMUM with a constant scalar are clamps (Clip).
+
+After the ops are read, :mod:`.tflite_fold` undoes the writers' expansions:
+1-D convs/pools run as 2-D ops on a view become Conv1D / 1-D pools, clamp
+pairs one Clip, a MEAN over the spatial axes a GlobalAvgPool.  A file written
+by qtc carries ``qtc_quant`` (the quant flags TFLite has no field for) and
+``qtc_ir`` (node names, lossy op forms, the writer's temps) metadata, so it
+imports as exactly the IR it was written from; otherwise the flags are
+inferred (zero point 0 → symmetric; int8/int4 constants within ±qmax →
+narrow_range; power-of-two scales → power_of_two).
 """
 from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import os
 from typing import Callable
 
@@ -30,6 +41,7 @@ from ..ir.graph import Graph
 from ..ir.tensor import QuantParams
 from ..ir.validate import infer_shapes, validate
 from ._builder import clean_name
+from .tflite_fold import apply_hints, fold_1d, fold_causal_pads, fold_fused, fold_requant, merge_clips
 
 _SCHEMA_MODULES = (
     "ai_edge_litert.schema_py_generated",
@@ -100,6 +112,32 @@ def _parse(buf: bytes, fname: str):
     return model
 
 
+def _metadata(model, fname: str) -> dict:
+    """The JSON metadata entries qtc's writer adds (``qtc_quant``, ``qtc_ir``), decoded; {} when absent."""
+    out = {}
+    for md in model.metadata or []:
+        name = md.name.decode("utf-8", "replace") if md.name else ""
+        if name not in ("qtc_quant", "qtc_ir"):
+            continue
+        try:
+            raw = bytes(np.asarray(model.buffers[md.buffer].data if model.buffers[md.buffer].data is not None
+                                   else [], dtype=np.uint8))
+            value = json.loads(raw.decode("utf-8"))
+        except (IndexError, TypeError, ValueError) as exc:
+            raise ModelFormatError(f"metadata entry {name!r} is not valid JSON ({type(exc).__name__})", where=fname,
+                                   hint="the file is corrupt; re-export it with qtc") from None
+        kinds = _IR_KINDS if name == "qtc_ir" else {}
+        if not isinstance(value, dict) or any(not isinstance(value.get(k, t()), t) for k, t in kinds.items()) \
+                or (name == "qtc_quant" and not all(isinstance(v, str) for v in value.values())):
+            raise ModelFormatError(f"metadata entry {name!r} is not what qtc writes", where=fname,
+                                   hint="the file is corrupt; re-export it with qtc")
+        out[name] = value
+    return out
+
+
+_IR_KINDS = {"names": dict, "ops": dict, "views": dict, "1d": list, "requant": list, "fused": list, "synthetic": list}
+
+
 # --------------------------------------------------------------------------- importer
 class _Importer:
     def __init__(self, model, buf: bytes, fname: str, name: str):
@@ -117,6 +155,10 @@ class _Importer:
         self.op_index = -1
         self.op_name = ""
         self.op = None
+        self.readers: dict[int, int] = {}  # TFLite tensor index → how many operator inputs read it
+        meta = _metadata(model, fname)
+        self.qflags: dict | None = meta.get("qtc_quant")  # written by qtc: the exact quant flags
+        self.hints: dict = meta.get("qtc_ir") or {}
 
     # ------------------------------------------------------------ tensors
     def _tensor(self, idx: int):
@@ -159,12 +201,31 @@ class _Importer:
             zp = np.zeros(scale.size, dtype=np.int64)
         axis = int(q.quantizedDimension) if scale.size > 1 else None
         is_int4 = self.type_names.get(t.type) == "INT4"
-        bits = 4 if is_int4 else {"int8": 8, "uint8": 8, "int16": 16, "int32": 32}.get(dt)
+        # an int64 tensor with params is a 16x8 bias: a 32-bit bias widened (as qtc's with_int64_bias)
+        bits = 4 if is_int4 else {"int8": 8, "uint8": 8, "int16": 16, "int32": 32, "int64": 32}.get(dt)
         if bits is None:
             return None
+        raw = t.name.decode("utf-8", "replace") if t.name else ""
+        if self.qflags is not None:  # qtc's own file: the flags as the IR had them
+            flags = str(self.qflags.get(raw, ""))
+            if flags == "-":
+                return None
+            flags, _, wbits = flags.partition(":")
+            if wbits:
+                if wbits not in ("2", "4", "8", "16", "32"):
+                    raise ModelFormatError(f"qtc_quant gives tensor {raw!r} {wbits!r} bits", where=self.fname,
+                                           hint="the file is corrupt; re-export it with qtc")
+                bits = int(wbits)
+            return QuantParams(scale, zp, axis=axis, bits=bits, signed=dt != "uint8",
+                               narrow_range="n" in flags, symmetric="s" in flags, power_of_two="p" in flags)
         symmetric = bool(np.all(zp == 0))
-        return QuantParams(scale, zp, axis=axis, bits=bits, signed=dt != "uint8",
-                           narrow_range=const and symmetric and dt == "int8", symmetric=symmetric)
+        narrow = False
+        if const and symmetric and dt == "int8":  # weights in [-qmax, qmax]: narrow range, as TFLite's
+            data = self.const_data(idx)
+            narrow = data is not None and (data.size == 0 or int(data.min()) >= -((1 << (bits - 1)) - 1))
+        mant, _ = np.frexp(scale)
+        return QuantParams(scale, zp, axis=axis, bits=bits, signed=dt != "uint8", narrow_range=narrow,
+                           symmetric=symmetric, power_of_two=bool(np.all(mant == 0.5)))
 
     def const_data(self, idx: int) -> np.ndarray | None:
         """The constant value of a tensor (None for activations)."""
@@ -257,12 +318,14 @@ class _Importer:
         return data
 
     def derived_const(self, k: int, suffix: str, data: np.ndarray, axis: int | None) -> str:
-        """A transformed copy of constant input ``k`` (e.g. a re-laid-out weight)."""
+        """A transformed copy of constant input ``k`` (e.g. a re-laid-out weight); it keeps the
+        constant's name when this op is its only reader (the original then leaves the graph)."""
         idx = self.in_idx(k)
         q = None if idx in self.folded else self.quant(idx, const=True)
         if q is not None and q.axis is not None:
             q.axis = axis
-        name = self.g.unique_name(f"{self.tname(idx)}{suffix}")
+        only = self.readers.get(idx, 0) == 1 and idx not in self.names
+        name = self.g.unique_name(self.tname(idx) if only else f"{self.tname(idx)}{suffix}")
         self.g.add_tensor(name, data.shape, str(data.dtype), np.ascontiguousarray(data), q)
         return name
 
@@ -327,6 +390,9 @@ class _Importer:
         if len(self.model.subgraphs) > 1:
             self.g.metadata["tflite_ignored_subgraphs"] = len(self.model.subgraphs) - 1
         ops = list(sg.operators or [])
+        for op in ops:
+            for t in (op.inputs if op.inputs is not None else []):
+                self.readers[int(t)] = self.readers.get(int(t), 0) + 1
         # fold DEQUANTIZE of constants (fp16 / int8 weights) into float constants first
         for i, op in enumerate(ops):
             self._enter(i, op)
@@ -361,10 +427,29 @@ class _Importer:
             if t is not None and t.shape != shp:
                 raise ShapeError(f"tensor {name!r}: qtc infers shape {t.shape}, the file declares {shp}",
                                  where=self.fname, hint="report this as an importer bug with the model attached")
+        # undo the writers' expansions: 1-D ops on 2-D views, MAXIMUM/MINIMUM pairs, qtc's requantizing temps
+        qtc = bool(self.hints)  # written by qtc: undo exactly its expansions, nothing else
+        fused = self.hints.get("fused", [])
+        fold_fused(self.g, fused, self.hints.get("ops", {}))
+        fold_1d(self.g, self.hints.get("views"), only=set(self.hints.get("1d", [])) if qtc else None)
+        if not qtc:  # the Keras front end's form of a causal Conv1D
+            fold_causal_pads(self.g)
+        merge_clips(self.g, only=set(fused) if qtc else None)
+        fold_requant(self.g, self.hints.get("requant", []))
+        infer_shapes(self.g)
+        shapes = {k: t.shape for k, t in self.g.tensors.items()}
+        apply_hints(self.g, self.hints)
+        self.g.remove_unused_tensors()
+        infer_shapes(self.g)
+        changed = [k for k, t in self.g.tensors.items() if k in shapes and t.shape != shapes[k]]
+        if changed:
+            raise ModelFormatError(f"the qtc_ir metadata changes the shape of tensor {changed[0]!r}", where=self.fname,
+                                   hint="the file was edited after qtc wrote it; re-export it with qtc")
         validate(self.g)
-        # IR activation name → TFLite tensor index, for layer-wise comparisons with the runtimes
-        self.g.metadata["tflite_tensor_index"] = {n: i for i, n in sorted(self.names.items())
-                                                 if n in self.g.tensors and not self.g.tensors[n].is_const}
+        # IR activation name → TFLite tensor index (same shape), for layer-wise comparisons with the runtimes
+        self.g.metadata["tflite_tensor_index"] = {
+            n: i for i, n in sorted(self.names.items())
+            if n in self.g.tensors and not self.g.tensors[n].is_const and self.g.tensors[n].shape == self.shape(i)}
         return self.g
 
     def _enter(self, i: int, op) -> None:
@@ -568,7 +653,39 @@ def _pool(op: str) -> Callable:
 def _reduce(op: str) -> Callable:
     def conv(imp: _Importer, o) -> None:
         axes = [int(a) for a in np.asarray(imp.const_in(1, "axis")).reshape(-1)]
-        imp.emit(op, [imp.inp(0)], [imp.out()], axes=axes, keepdims=bool(o.keepDims) if o is not None else False)
+        keep = bool(o.keepDims) if o is not None else False
+        rank = len(imp.shape(imp.in_idx(0)))
+        if op == "Mean" and rank in (3, 4) and sorted(a % rank for a in axes) == list(range(1, rank - 1)):
+            # a mean over every spatial axis of an NHWC/NWC tensor: Keras' global average pooling
+            imp.emit("GlobalAvgPool", [imp.inp(0)], [imp.out()], channels_last=True, keepdims=keep)
+            return
+        imp.emit(op, [imp.inp(0)], [imp.out()], axes=axes, keepdims=keep)
+    return conv
+
+
+def _min_max(bound: str) -> Callable:
+    """MAXIMUM / MINIMUM with a constant one-element operand: a one-sided Clip (merged later)."""
+    def conv(imp: _Importer, o) -> None:
+        k = next((k for k in (1, 0) if imp.is_const(imp.in_idx(k))
+                  and np.asarray(imp.const_data(imp.in_idx(k))).size == 1), None)
+        if k is None:
+            raise UnsupportedOpError(f"{imp.op_name} of two runtime tensors has no qtc IR op", where=imp.where(),
+                                     hint="only MAXIMUM/MINIMUM with a constant scalar (a clamp) are imported")
+        x_idx, c_idx, y_idx = imp.in_idx(1 - k), imp.in_idx(k), imp.out_idx()
+        c = np.asarray(imp.const_data(c_idx)).reshape(-1)
+        qs = [imp.quant(i, const=i == c_idx) for i in (x_idx, c_idx, y_idx)]
+        qx, qc = qs[0], qs[1]
+        if any(q is not None for q in qs):
+            same = all(q is not None and q.scale.size == 1 for q in qs) and all(
+                np.array_equal(q.scale, qx.scale) and np.array_equal(q.zero_point, qx.zero_point) for q in qs)
+            if not same:
+                raise UnsupportedOpError(f"quantized {imp.op_name} whose operands and output have different "
+                                         "params has no qtc IR form", where=imp.where(),
+                                         hint="give the clamp's input, bound and output the same params")
+            value = float(qc.dequantize(c)[0])
+        else:
+            value = float(c[0])
+        imp.emit("Clip", [imp.ensure(x_idx)], [imp.out()], **{bound: value, ("max" if bound == "min" else "min"): None})
     return conv
 
 
@@ -757,6 +874,8 @@ _CONVERTERS: dict[str, Callable] = {
     "RELU6": _unary("Relu6"),
     "RELU_N1_TO_1": _unary("Clip", min=-1.0, max=1.0),
     "RELU_0_TO_1": _unary("Clip", min=0.0, max=1.0),
+    "MAXIMUM": _min_max("min"),
+    "MINIMUM": _min_max("max"),
     "LEAKY_RELU": _leaky_relu,
     "HARD_SWISH": _unary("HardSwish"),
     "GELU": _gelu,

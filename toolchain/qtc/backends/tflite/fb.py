@@ -84,6 +84,8 @@ class ModelBuilder:
         self.outputs: list[int] = []
         self.metadata: list[tuple[str, bytes]] = []
         self.weight_bytes = 0
+        self.qparams: dict[str, object] = {}  # tensor name → the IR QuantParams it was written with
+        self.views: dict[str, str] = {}       # a 4-D tensor → the 3-D IR tensor it stands for (peephole)
 
     # ----------------------------------------------------------------- tensors
     def has(self, name: str) -> bool:
@@ -103,6 +105,8 @@ class ModelBuilder:
         t.shape = [int(d) for d in shape]
         t.type = getattr(self.fbs.TensorType, "INT4" if int4 else _TYPES[dtype])
         t.quantization = self._quant(quant) if quant is not None else None
+        if quant is not None:
+            self.qparams[name] = quant
         if data is not None:
             t.buffer = len(self.buffers)
             self.buffers.append(self._Buffer(bytes(data)))

@@ -23,6 +23,10 @@ from ...ops._util import same_qparams
 from .fb import ModelBuilder
 
 INT_DTYPES = ("int8", "int16", "uint8")
+# IR ops whose TFLite form loses the op or the exact attribute spelling (a Flatten is a RESHAPE, a Clip's
+# float bounds become quantized constants, axes are normalized): their op and attributes go in qtc_ir
+SPELLED_OPS = ("Flatten", "Unsqueeze", "Squeeze", "Clip", "Mean", "GlobalAvgPool", "ReduceSum", "ReduceMax",
+               "Concat", "Split", "Slice", "Transpose", "Softmax", "LeakyRelu", "Pad", "Resize")
 VALID, SAME = 1, 0  # TFLite Padding enum
 
 
@@ -35,6 +39,9 @@ class Lowering:
         # Dequantize of a constant (dynamic-mode weights): written where it is read, in the reader's layout
         self.deferred: dict[str, str] = {n.outputs[0]: n.inputs[0] for n in g.nodes
                                          if n.op == "Dequantize" and g.tensors[n.inputs[0]].is_const}
+        # what TFLite cannot hold, for the qtc_ir metadata entry (see writer.ir_entry)
+        self.hints: dict = {"names": {}, "ops": {}, "1d": [], "requant": [], "fused": [], "synthetic": [],
+                            "noquant": []}
 
     # ----------------------------------------------------------------- errors
     def where(self) -> str:
@@ -91,6 +98,21 @@ class Lowering:
         q = src.quant if quant == "like" else quant
         return self.mb.tensor(self.fresh(f"{self.node.name}/{what}"), shape, src.dtype, q)
 
+    # ------------------------------------------------------------------ hints
+    def keep_op(self, n: Node, *keys: str) -> None:
+        """Record ``n``'s op and these attributes: its TFLite form does not say them exactly."""
+        attrs = {k: _plain(n.attrs[k]) for k in keys if k in n.attrs}
+        self.hints["ops"][n.outputs[0]] = {"op": n.op, "attrs": attrs}
+
+    def note(self, kind: str, idx: int) -> None:
+        """Record tensor ``idx``'s name under ``kind`` (``1d``, ``requant``, ``fused``, ``synthetic``)."""
+        self.hints[kind].append(self.mb.tensors[idx].name.decode("utf-8"))
+
+    def fused(self, temp: int) -> None:
+        """``temp`` joins the current node's op and an explicit PAD / SLICE the lowering added."""
+        self.note("fused", temp)
+        self.keep_op(self.node, *sorted(self.node.attrs))
+
     # ------------------------------------------------------- same-params ops
     def requantizes(self, src: str, dst: str) -> bool:
         """True when integer tensors ``src`` and ``dst`` have different params."""
@@ -105,6 +127,7 @@ class Lowering:
             raise self.reject(f"changes dtype {self.t(src).dtype} → {self.t(dst).dtype}",
                               "insert an explicit Quantize node for the dtype change")
         mid = self.tmp("same_params", self.t(dst).shape, src)
+        self.note("requant", mid)
 
         def finish():
             self.mb.op("QUANTIZE", [mid], [self.tid(dst)])
@@ -115,6 +138,7 @@ class Lowering:
         if not self.is_q(src) or same_qparams(self.t(src).quant, self.t(quant_of).quant):
             return self.tid(src)
         mid = self.tmp("requant", shape or self.t(src).shape, quant_of)
+        self.note("requant", mid)
         self.mb.op("QUANTIZE", [self.tid(src)], [mid])
         return mid
 
@@ -134,6 +158,7 @@ class Lowering:
             scale = (np.float64(np.float32(self.t(x).quant.scale[0])) * ws).astype(np.float32)
             q = QuantParams(scale, np.zeros(scale.size, dtype=np.int64), axis=0 if scale.size > 1 else None,
                             bits=32)
+            self.hints["noquant"].append(b)
             return self.mb.const(b, t.data, q)
         return self.tid(b)
 
@@ -149,6 +174,10 @@ class Lowering:
             self.node = node
             if node.outputs[0] in self.deferred:
                 continue
+            if node.name != node.outputs[0]:  # TFLite operators have no names; the importer names by output
+                self.hints["names"][node.outputs[0]] = node.name
+            if node.op in SPELLED_OPS and node.attrs:
+                self.keep_op(node, *sorted(node.attrs))
             fn = handlers.get(node.op)
             if fn is None:
                 raise self.reject(f"op {node.op} has no TFLite form in qtc's writer",
@@ -166,6 +195,15 @@ class Lowering:
                 raise QtcError(f"graph output {name!r} is never written", where=f"graph {self.g.name}",
                                hint="an output must be produced by a node")
             self.mb.outputs.append(self.mb.index[name])
+
+
+def _plain(v):
+    """An attribute value as plain JSON (lists, ints, floats, strings)."""
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
 
 
 def tflite_pads(in_sp, kernel, strides, dilations, padding: int) -> list[int]:

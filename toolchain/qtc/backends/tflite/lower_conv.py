@@ -39,6 +39,7 @@ def _explicit_pad(L: Lowering, x_idx: int, x_name: str, shape4, pads, value=None
     if min(pads) < 0:
         raise L.reject(f"negative pads {list(pads)} have no TFLite form", "crop with a Slice node instead")
     out = L.tmp("pad", (n, h + pt + pb, w + pl + pr, c), x_name)
+    L.fused(out)
     paddings = L.i32("paddings", [[0, 0], [pt, pb], [pl, pr], [0, 0]])
     if value is None:
         L.mb.op("PAD", [x_idx, paddings], [out])
@@ -106,13 +107,17 @@ def _conv_bias(L: Lowering, b: str, x_name: str, w_name: str, cout: int) -> int:
     if b:
         return L.bias(b, x_name, w_name)
     if not L.is_q(x_name):
-        return L.const(f"{L.node.name}/zero_bias", np.zeros(cout, dtype=np.float32))
+        idx = L.const(f"{L.node.name}/zero_bias", np.zeros(cout, dtype=np.float32))
+        L.note("synthetic", idx)
+        return idx
     x = L.t(x_name)
     dtype = "int64" if x.dtype == "int16" else "int32"
     ws = np.resize(L.t(w_name).quant.scale, cout).astype(np.float64)
     scale = (np.float64(np.float32(x.quant.scale[0])) * ws).astype(np.float32)
     q = QuantParams(scale, np.zeros(cout, dtype=np.int64), axis=0 if cout > 1 else None, bits=32)
-    return L.const(f"{L.node.name}/zero_bias", np.zeros(cout, dtype=dtype), q)
+    idx = L.const(f"{L.node.name}/zero_bias", np.zeros(cout, dtype=dtype), q)
+    L.note("synthetic", idx)
+    return idx
 
 
 def _conv_attrs(n, nsp: int):
@@ -138,6 +143,7 @@ def conv1d(L: Lowering, n) -> None:
     L.mb.op("EXPAND_DIMS", [L.tid(x), L.i32("axis", [1])], [x4])
     o_n, o_len, o_c = L.t(out).shape
     y4 = L.tmp("conv_4d", (o_n, 1, o_len, o_c), out)
+    L.note("1d", y4)  # a 1-D op's 2-D form, for the importer
     _emit_conv(L, n, x4, x, (nb, 1, length, c), w, b, [1, strides[0]], [1, dil[0]],
                [0, pads[0], 0, pads[1]], groups, y4)
     L.mb.op("RESHAPE", [y4, L.i32("shape", [o_n, o_len, o_c])], [L.tid(out)])
@@ -181,6 +187,7 @@ def conv_transpose2d(L: Lowering, n) -> None:
                 max((iw - 1) * strides[1] + kw, pads[1] + out_shape[2]), out_shape[3]]
         crop, out_shape = target, full
         target = L.tmp("uncropped", full, out)
+        L.fused(target)
     opts = L.mb.options("TransposeConvOptions", padding=padding, strideH=strides[0], strideW=strides[1],
                         fusedActivationFunction=fused_code(n.attr("activation"), L.where()))
     ins = [L.i32("output_shape", out_shape), L.tid(w), L.tid(x)]
@@ -215,6 +222,7 @@ def _pool(code: str):
                            "TFLite form", "give the pool's output its input's params (as the quantizer does)")
         if len(L.t(x).shape) == 3:
             y4 = L.tmp("pool_4d", out_shape, x)
+            L.note("1d", y4)
             _emit_pool(L, code, x_idx, y4, kernel, strides, padding, act)
             L.mb.op("RESHAPE", [y4, L.i32("shape", list(L.t(out).shape))], [target])
         else:

@@ -217,6 +217,8 @@ def relu_like(L: Lowering, n) -> None:
         raise L.reject("Clip without bounds is a copy", "remove the node")
     for k, (code, bound) in enumerate(steps):
         dst = L.tid(out) if k == len(steps) - 1 else L.tmp("clip_lo", L.t(out).shape, out)
+        if k < len(steps) - 1:
+            L.note("fused", dst)
         L.mb.op(code, [src, _bound_const(L, out, bound)], [dst])
         src = dst
 

@@ -5,7 +5,9 @@
   squeezed to 3-D and expanded again for the next 1-D pool — are dropped: the
   next op reads the original tensor.  TFLM copies at every RESHAPE and its
   planner gives each a separate buffer, so this saves ops and arena.  The
-  3-D tensor disappears from the file when nothing else reads it.
+  3-D tensor disappears from the file when nothing else reads it; its name
+  is kept in ``mb.views`` (4-D tensor → 3-D IR tensor) for the ``qtc_ir``
+  metadata, so the importer restores it.
 * Tensors no operator touches (and their buffers) are removed, and indices
   renumbered; graph inputs/outputs are always kept.
 """
@@ -46,6 +48,8 @@ def fold_shape_round_trips(mb: ModelBuilder) -> int:
             for o in mb.operators:  # readers of z read x
                 o.inputs = [x if t == z else t for t in o.inputs]
             drop = {j} | ({i} if readers.get(y, 0) == 1 and y not in keep else set())
+            if i in drop:  # y leaves the file: record which tensor now stands for it (the importer's 3-D name)
+                mb.views[mb.tensors[x].name.decode("utf-8")] = mb.tensors[y].name.decode("utf-8")
             mb.operators = [o for k, o in enumerate(mb.operators) if k not in drop]
             removed += len(drop)
             changed = True
