@@ -6,11 +6,7 @@
  *   - weights are int8 with zero point 0, per-output-channel multipliers;
  *   - requantization is MultiplyByQuantizedMultiplier with double rounding:
  *     SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT;
- *   - conv / depthwise / fully-connected biases arrive *folded* with the input
- *     zero point (bias[c] - zp_in * sum(w[c])), so inner loops need no offset.
- *     qtc_conv_s8 and the depthwise kernels take bias[2 * out_c]: the folded
- *     bias, then the raw bias, used for pixels whose window crosses the
- *     padding (there only the valid taps are summed, as w * (x - zp_in)).
+ *   - conv / depthwise / fully-connected kernels live in qtc_kernels_conv.h.
  * Shifts follow TFLite's convention: shift > 0 shifts left, shift < 0 right.
  * Output pointers may equal input pointers for the elementwise kernels
  * (marked "in place ok"); no other aliasing is allowed.
@@ -75,60 +71,8 @@ static inline int8_t qtc_clamp_s8(int32_t v, int32_t lo, int32_t hi)
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
 
-/* ------------------------------------------------- conv / depthwise / fc */
-
-/* One struct describes a Conv2D, Conv1D (in_h = 1) or depthwise conv on NHWC. */
-typedef struct {
-    int32_t batch;
-    int32_t in_h, in_w, in_c;
-    int32_t out_h, out_w, out_c;
-    int32_t k_h, k_w;
-    int32_t stride_h, stride_w;
-    int32_t dil_h, dil_w;
-    int32_t pad_top, pad_left;
-    int32_t groups;      /* conv: groups; depthwise: unused (in_c groups) */
-    int32_t in_zp;       /* input zero point: what a padded tap reads */
-    int32_t out_zp;
-    int32_t act_min, act_max;
-} qtc_conv_params_t;
-
-/* Weight layouts.  K = k_h * k_w * in_c / groups weights per output channel,
- * in OHWI order (ky, kx, ic).
- *   plain:  w[o * K + k]
- *   packed (groups == 1 conv, 1x1 conv, fully connected): output channels in
- *           blocks of four, interleaved: channel o = 4b + j, element k is at
- *           w[4b * K + 4k + j]; the last out_c % 4 channels stay plain rows
- *           at w[o * K + k].  (Block b starts at o * K either way.)
- * Any stride/dilation/padding; groups > 1 takes plain weights. */
-void qtc_conv_s8(const qtc_conv_params_t *p, const int8_t *x, const int8_t *w,
-                 const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *y);
-
-/* 1x1, no padding, groups 1, any stride: a matrix product per output pixel (packed weights). */
-void qtc_conv1x1_s8(const qtc_conv_params_t *p, const int8_t *x, const int8_t *w,
-                    const int32_t *bias, const int32_t *mult, const int32_t *shift, int8_t *y);
-
-/* Depthwise (groups == in_c, out_c = in_c * mult): weights [out_c][k_h][k_w]. */
-void qtc_depthwise_conv_s8(const qtc_conv_params_t *p, const int8_t *x, const int8_t *w,
-                           const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                           int8_t *y);
-
-/* Depthwise 3x3, channel multiplier 1: unrolled taps in the interior. */
-void qtc_depthwise_conv3x3_s8(const qtc_conv_params_t *p, const int8_t *x, const int8_t *w,
-                              const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                              int8_t *y);
-
-typedef struct {
-    int32_t rows;        /* product of all leading dims of the input */
-    int32_t in_features;
-    int32_t out_features;
-    int32_t out_zp;
-    int32_t act_min, act_max;
-} qtc_fc_params_t;
-
-/* y[r][o] = requant(bias[o] + sum_i x[r][i] * w[o][i]); weights [out][in], packed. */
-void qtc_fully_connected_s8(const qtc_fc_params_t *p, const int8_t *x, const int8_t *w,
-                            const int32_t *bias, const int32_t *mult, const int32_t *shift,
-                            int8_t *y);
+/* Conv, depthwise and fully-connected kernels: qtc_kernels_conv.h (inline,
+ * specialised per layer by the compiler). */
 
 /* --------------------------------------------------------- elementwise */
 

@@ -10,6 +10,8 @@ from ...errors import QtcError
 
 CTYPES = {"int8_t": np.int8, "uint8_t": np.uint8, "int16_t": np.int16, "int32_t": np.int32}
 PER_LINE = {"int8_t": 16, "uint8_t": 16, "int16_t": 12, "int32_t": 8}
+# structs of int32 fields, written one element per line: values has shape [n, fields]
+STRUCTS = {"qtc_rq_t": 4}
 
 
 @dataclass
@@ -24,9 +26,13 @@ class CArray:
 
     @property
     def nbytes(self) -> int:
+        if self.ctype in STRUCTS:
+            return int(self.values.size) * 4
         return int(self.values.size) * np.dtype(CTYPES[self.ctype]).itemsize
 
     def render(self) -> str:
+        if self.ctype in STRUCTS:
+            return self._render_structs()
         vals = np.asarray(self.values).reshape(-1)
         info = np.iinfo(CTYPES[self.ctype])
         if vals.size and (vals.min() < info.min or vals.max() > info.max):
@@ -41,6 +47,19 @@ class CArray:
         size = max(len(ints), 1)
         head = f"/* {comment_text(self.comment)} */\n" if self.comment else ""
         return (f"{head}static const {self.ctype} {self.name}[{size}] QTC_ALIGNED(16) = {{\n"
+                f"{body}\n}};")
+
+
+    def _render_structs(self) -> str:
+        vals = np.asarray(self.values, dtype=np.int64).reshape(-1, STRUCTS[self.ctype])
+        info = np.iinfo(np.int32)
+        if vals.size and (vals.min() < info.min or vals.max() > info.max):
+            raise QtcError(f"constant {self.name} does not fit int32", where="C back end",
+                           hint="the model's quantized constants are out of range; re-quantize it")
+        lines = ["    {" + ", ".join(c_int(int(v)) for v in row) + "}," for row in vals]
+        body = "\n".join(lines) if lines else "    {0},"
+        head = f"/* {comment_text(self.comment)} */\n" if self.comment else ""
+        return (f"{head}static const {self.ctype} {self.name}[{max(len(vals), 1)}] QTC_ALIGNED(16) = {{\n"
                 f"{body}\n}};")
 
 

@@ -4,10 +4,12 @@
 
 * ``qtc_<model>.c`` / ``qtc_<model>.h``: const weights, folded biases and
   multipliers, one ``qtc_<model>_invoke(in, out)`` calling the kernels in
-  node order over a static arena whose offsets were planned at compile time;
+  node order over a static arena whose offsets were planned at compile time,
+  and one scratch buffer (padded input rows of the conv layers that need them);
 * ``qtc_model.h``: generic ``QTC_MODEL_*`` names, so one bench firmware
   serves every model;
-* ``qtc_kernels.h`` + ``qtc_kernels_*.c``: copies of ``firmware/kernels``;
+* ``qtc_kernels.h``, ``qtc_kernels_conv.h`` + ``qtc_kernels_*.c``: copies of
+  ``firmware/kernels`` (the conv/FC kernels are inline, specialised per layer);
 * ``qtc_model_testvec.h`` (with ``test_inputs``): inputs and the int8 outputs
   of the reference interpreter for them.
 
@@ -139,12 +141,12 @@ def _pointer(plan: MemoryPlan, tensor: str) -> str:
 _TOKEN = re.compile(r"\$([XY])(\d+)")
 
 
-def _substitute(lines: list[str], node, ptr) -> list[str]:
+def _substitute(lines: list[str], node, ptr, scratch: str = "NULL") -> list[str]:
     def rep(m):
         names = node.inputs if m.group(1) == "X" else node.outputs
         return ptr(names[int(m.group(2))])
 
-    return [_TOKEN.sub(rep, line) for line in lines]
+    return [_TOKEN.sub(rep, line).replace("$S", scratch) for line in lines]
 
 
 # -------------------------------------------------------------------- public
@@ -181,7 +183,7 @@ def compile_c(graph: Graph, out_dir: str | os.PathLike, *, model_name: str,
             return const_arrays[name].name
         return _pointer(plan, name)
 
-    nodes, arrays, structs, macs = [], [], [], 0
+    nodes, arrays, structs, macs, scratch_bytes = [], [], [], 0, 0
     esp_nn_scratch = 0
     for ctx, low in lowered:
         node = ctx.node
@@ -191,11 +193,14 @@ def compile_c(graph: Graph, out_dir: str | os.PathLike, *, model_name: str,
         shapes = " ".join(str(list(t.shape)) for t in ins if t is not None and not t.is_const)
         comment = comment_text(f"{ctx.prefix}: {node.name} ({node.op}) {shapes} -> {list(outs[0].shape)}")
         if low.alias_of is not None:
-            nodes.append({"comment": comment + " : alias, no code", "code": [], "esp_nn_code": None})
+            nodes.append({"comment": comment + " : alias, no code", "code": [], "esp_nn_code": None,
+                          "index": ctx.index})
             continue
-        code = _substitute(low.code, node, ptr)
-        esp_code = _substitute(low.esp_nn_code, node, ptr) if (esp_nn and low.esp_nn_code) else None
-        nodes.append({"comment": comment, "code": code, "esp_nn_code": esp_code})
+        scratch = f"qtc_{model}_scratch" if low.scratch else "NULL"
+        scratch_bytes = max(scratch_bytes, low.scratch)
+        code = _substitute(low.code, node, ptr, scratch)
+        esp_code = _substitute(low.esp_nn_code, node, ptr, scratch) if (esp_nn and low.esp_nn_code) else None
+        nodes.append({"comment": comment, "code": code, "esp_nn_code": esp_code, "index": ctx.index})
         arrays.extend(ctx.arrays)
         structs.extend(ctx.structs)
         if low.needs_esp_nn_scratch and esp_code:
@@ -211,6 +216,7 @@ def compile_c(graph: Graph, out_dir: str | os.PathLike, *, model_name: str,
     ctx_vars = dict(model=model, MODEL=model.upper(), graph_name=comment_text(g.name), nodes=nodes,
                     arrays=[_render_array(a) for a in arrays], structs=structs, macs=macs,
                     weight_bytes=weight_bytes, arena_bytes=plan.arena_bytes, plan_rows=_plan_rows(plan),
+                    scratch_bytes=scratch_bytes,
                     copy_io=plan.copy_input_to_output, esp_nn=esp_nn, esp_nn_scratch=esp_nn_scratch, **io)
     files = {
         f"qtc_{model}.c": env.get_template("model.c.j2").render(**ctx_vars),
@@ -238,6 +244,7 @@ def compile_c(graph: Graph, out_dir: str | os.PathLike, *, model_name: str,
         "kernel_files": [str(out_dir / k.name) for k in kernels],
         "sources": [str(s) for s in sources],
         "arena_bytes": plan.arena_bytes,
+        "scratch_bytes": scratch_bytes,
         "weight_bytes": weight_bytes,
         "macs": macs,
         "esp_nn": esp_nn,

@@ -2,9 +2,12 @@
 
 Compile-time work (so the kernels' inner loops stay tight):
 * per-channel multiplier/shift from input_scale * w_scale[c] / output_scale
-  (TFLite QuantizeMultiplier, via the interpreter's numerics);
+  (TFLite QuantizeMultiplier, via the interpreter's numerics), turned into the
+  kernels' requantization records (``qtc_rq_t``) and a per-layer mode: the
+  merged fast form where it is provably exact, else TFLite's two steps;
 * the input zero point folded into the bias: bias[c] - zp_in * sum(w[c]);
-* the fused activation folded into the int8 clamp range.
+* the fused activation folded into the int8 clamp range;
+* the padded row width of the scratch band when any window crosses the padding.
 """
 from __future__ import annotations
 
@@ -31,11 +34,12 @@ def _weights(c: NodeCtx):
 
 def pack4(w2d: np.ndarray) -> np.ndarray:
     """[O][K] → the kernels' packed layout: blocks of 4 output channels interleaved per
-    element (w[4b*K + 4k + j]), the last O % 4 rows left as plain rows."""
+    element (w[4b*K + 4k + j]); the last O % 4 channels form one block of that width,
+    interleaved the same way."""
     o, k = w2d.shape
     o4 = o - o % 4
     blocks = w2d[:o4].reshape(o4 // 4, 4, k).transpose(0, 2, 1).reshape(-1)
-    return np.concatenate([blocks, w2d[o4:].reshape(-1)])
+    return np.concatenate([blocks, w2d[o4:].T.reshape(-1)])
 
 
 def _requant(c: NodeCtx, n_out: int):
@@ -51,6 +55,54 @@ def _folded_bias(c: NodeCtx, bias: np.ndarray, wi: np.ndarray, in_zp: int) -> np
     if folded.min() < INT32[0] or folded.max() > INT32[1]:
         raise c.error("bias folded with the input zero point overflows int32")
     return folded
+
+
+# requantization modes of qtc_kernels_conv.h
+RQ_EXACT, RQ_FAST, RQ_FAST_NONNEG = 0, 1, 2
+
+
+def requant_records(folded: np.ndarray, wi: np.ndarray, mult: np.ndarray, shift: np.ndarray,
+                    out_zp: int, act_min: int) -> tuple[np.ndarray, int]:
+    """Per output channel ``{bias, mult, add, shift}`` (``qtc_rq_t``) and the layer's mode.
+
+    The merged fast form (see qtc_kernels_conv.h) needs a right shift r >= 1 on every
+    channel and no int32 overflow in ``hi + (lo >> 31) + add - 1``: checked here against
+    the largest |acc| any int8 input can give, |bias| + 128 * sum|w|."""
+    n = folded.size
+    w_abs = np.abs(wi.reshape(n, -1)).sum(axis=1)
+    acc_max = np.abs(folded) + 128 * w_abs
+    fast = bool(np.all((shift <= -1) | (mult == 0)) and np.all(mult >= 0) and acc_max.max() < (1 << 31))
+    if fast:
+        r = np.where(mult == 0, 1, -shift).astype(np.int64)
+        mu = 2 * mult.astype(np.int64)
+        add = (1 << (r - 1)) + out_zp * (1 << r)
+        s1_max = (acc_max * mu >> 32) + 1
+        fast = bool(np.all(s1_max + np.abs(add) + 1 < (1 << 31)))
+    if not fast:
+        return np.stack([folded, mult, np.full(n, out_zp), shift], axis=1).astype(np.int64), RQ_EXACT
+    mu_bits = np.where(mu >= (1 << 31), mu - (1 << 32), mu)  # the uint32 2M as int32 bits
+    mode = RQ_FAST_NONNEG if act_min >= out_zp else RQ_FAST
+    return np.stack([folded, mu_bits, add, r], axis=1).astype(np.int64), mode
+
+
+def _band_width(in_w: int, out_w: int, k_w: int, stride: int, dil: int, pad_left: int) -> int:
+    """Padded row width the windows of one output row span (>= in_w + pad_left)."""
+    return max(in_w + pad_left, (out_w - 1) * stride + (k_w - 1) * dil + 1)
+
+
+WS_MAX_K, WS_MAX_SPAN = 12, 64  # QTC_WS_MAX_K and the unroll limit of qtc_conv_ws
+
+
+def _weight_stationary(k_h: int, k_w: int, in_c: int, out_w: int, sw: int, dw: int) -> bool:
+    """Few taps per window: qtc_conv_ws keeps one channel's weights in registers."""
+    span = 3 * sw * in_c + (k_w - 1) * dw * in_c + in_c  # QTC_WS_SPAN
+    return k_h * k_w * in_c <= WS_MAX_K and span <= WS_MAX_SPAN and out_w >= 4
+
+
+def _needs_padding(in_h, in_w, out_h, out_w, k_h, k_w, sh, sw, dh, dw, pad_top, pad_left) -> bool:
+    span_h = (out_h - 1) * sh + (k_h - 1) * dh + 1
+    span_w = (out_w - 1) * sw + (k_w - 1) * dw + 1
+    return pad_top > 0 or pad_left > 0 or span_h - pad_top > in_h or span_w - pad_left > in_w
 
 
 @lowers("Conv2D", "Conv1D")
@@ -79,44 +131,53 @@ def lower_conv(c: NodeCtx) -> Lowered:
     in_zp, out_zp, mult, shift = _requant(c, out_c)
     lo, hi = c.out_range(c.attr("activation"))
     depthwise = groups > 1 and groups == in_c and wi.shape[-1] == 1
+    padded = _needs_padding(in_h, in_w, out_h, out_w, k_h, k_w, sh, sw, dh, dw, pad_top, pad_left)
+    band_w = _band_width(in_w, out_w, k_w, sw, dw, pad_left) if padded else 0
+    ws = int(groups == 1 and _weight_stationary(k_h, k_w, in_c, out_w, sw, dw))
+    rows = (out_h - 1) * sh + (k_h - 1) * dh + 1 if ws else k_h  # padded rows the scratch holds
+    scratch = rows * band_w * in_c
+    folded = _folded_bias(c, bias, wi, in_zp)
+    records, mode = requant_records(folded, wi, mult, shift, out_zp, lo)
     params = dict(batch=n, in_h=in_h, in_w=in_w, in_c=in_c, out_h=out_h, out_w=out_w, out_c=out_c,
                   k_h=k_h, k_w=k_w, stride_h=sh, stride_w=sw, dil_h=dh, dil_w=dw,
                   pad_top=pad_top, pad_left=pad_left, groups=groups, in_zp=in_zp, out_zp=out_zp,
-                  act_min=lo, act_max=hi)
+                  act_min=lo, act_max=hi, band_w=band_w, ws=ws, rq=mode)
     if depthwise:
         kernel = "qtc_depthwise_conv3x3_s8" if (k_h, k_w) == (3, 3) and out_c == in_c else "qtc_depthwise_conv_s8"
         wflat = wi.reshape(out_c, k_h * k_w)
-    elif groups == 1 and (k_h, k_w) == (1, 1) and not any(pads):
+    elif groups == 1 and (k_h, k_w) == (1, 1) and not padded:
         kernel, wflat = "qtc_conv1x1_s8", wi.reshape(out_c, -1)
     else:
         kernel, wflat = "qtc_conv_s8", wi.reshape(out_c, -1)
 
     esp = _esp_nn_conv_ok(c, depthwise, groups, dh, dw)
-    folded = _folded_bias(c, bias, wi, in_zp)
+    qtc_only = "!QTC_USE_ESP_NN" if esp else None
     packed = groups == 1 and not depthwise
     layout = "packed by 4 output channels" if packed else "per output channel"
     wname = c.array("w", "int8_t", pack4(wflat) if packed else wflat,
-                    f"{c.node.name} weights {list(wi.shape)}, {layout}", guard="!QTC_USE_ESP_NN" if esp else None)
-    if esp and not depthwise:  # ESP-NN reads plain OHWI weights
-        esp_w = c.array("w_ohwi", "int8_t", wflat, "weights OHWI for ESP-NN", guard="QTC_USE_ESP_NN")
+                    f"{c.node.name} weights {list(wi.shape)}, {layout}", guard=qtc_only)
+    qname = c.array("q", "qtc_rq_t", records, f"{{bias - zp_in * sum(w), mult, add, shift}} per output channel, "
+                    f"{RQ_NAMES[mode]}", guard=qtc_only)
+    pname = c.struct("p", "qtc_conv_params_t", params, guard=qtc_only)
+    args = f"&{pname}, $X0, {wname}, {qname}"
+    if kernel == "qtc_conv1x1_s8":
+        code = [f"{kernel}({args}, $Y0);"]
     else:
-        esp_w = wname
-    if kernel == "qtc_conv1x1_s8":  # no padding: the folded bias alone
-        bname = c.array("b", "int32_t", folded, "bias - zp_in * sum(w)", guard="!QTC_USE_ESP_NN" if esp else None)
-        raw = c.array("b_raw", "int32_t", bias, "raw bias (ESP-NN adds in_offset itself)",
-                      guard="QTC_USE_ESP_NN") if esp else None
-    else:  # interior pixels use the folded half, border pixels the raw half
-        bname = c.array("b", "int32_t", np.concatenate([folded, bias]), "bias - zp_in * sum(w), then raw bias")
-        raw = f"{bname} + {out_c}"
-    mname = c.array("m", "int32_t", mult, "requant multipliers")
-    sname = c.array("s", "int32_t", shift, "requant shifts")
-    pname = c.struct("p", "qtc_conv_params_t", params, guard="!QTC_USE_ESP_NN" if esp else None)
-    code = [f"{kernel}(&{pname}, $X0, {wname}, {bname}, {mname}, {sname}, $Y0);"]
+        code = [f"{kernel}({args}, {'$S' if scratch else 'NULL'}, $Y0);"]
     if not esp:
-        return Lowered(code)
+        return Lowered(code, scratch=scratch)
     from .esp_nn import esp_nn_conv
 
-    return Lowered(code, esp_nn_conv(c, params, depthwise, wi, raw, esp_w, mname, sname), needs_esp_nn_scratch=True)
+    esp_w = wname if depthwise else c.array("w_ohwi", "int8_t", wflat, "weights OHWI for ESP-NN",
+                                            guard="QTC_USE_ESP_NN")
+    raw = c.array("b_raw", "int32_t", bias, "raw bias (ESP-NN adds in_offset itself)", guard="QTC_USE_ESP_NN")
+    mname = c.array("m", "int32_t", mult, "requant multipliers (TFLite)", guard="QTC_USE_ESP_NN")
+    sname = c.array("s", "int32_t", shift, "requant shifts (TFLite)", guard="QTC_USE_ESP_NN")
+    return Lowered(code, esp_nn_conv(c, params, depthwise, wi, raw, esp_w, mname, sname),
+                   needs_esp_nn_scratch=True, scratch=scratch)
+
+
+RQ_NAMES = {RQ_EXACT: "QTC_RQ_EXACT", RQ_FAST: "QTC_RQ_FAST", RQ_FAST_NONNEG: "QTC_RQ_FAST_NONNEG"}
 
 
 def _esp_nn_conv_ok(c: NodeCtx, depthwise: bool, groups: int, dh: int, dw: int) -> bool:
@@ -133,19 +194,20 @@ def lower_fc(c: NodeCtx) -> Lowered:
     in_zp, out_zp, mult, shift = _requant(c, out_f)
     lo, hi = c.out_range(c.attr("activation"))
     esp = c.esp_nn and in_f < (1 << 16) and out_f < (1 << 16)
+    qtc_only = "!QTC_USE_ESP_NN" if esp else None
+    records, mode = requant_records(_folded_bias(c, bias, wi, in_zp), wi, mult, shift, out_zp, lo)
     wname = c.array("w", "int8_t", pack4(wi), f"{c.node.name} weights {list(wi.shape)}, packed by 4 outputs",
-                    guard="!QTC_USE_ESP_NN" if esp else None)
-    esp_w = c.array("w_plain", "int8_t", wi, "weights [out][in] for ESP-NN", guard="QTC_USE_ESP_NN") if esp else None
-    bname = c.array("b", "int32_t", _folded_bias(c, bias, wi, in_zp), "bias - zp_in * sum(w)",
-                    guard="!QTC_USE_ESP_NN" if esp else None)
-    mname = c.array("m", "int32_t", mult, "requant multipliers")
-    sname = c.array("s", "int32_t", shift, "requant shifts")
+                    guard=qtc_only)
+    qname = c.array("q", "qtc_rq_t", records, f"{{bias - zp_in * sum(w), mult, add, shift}} per output, "
+                    f"{RQ_NAMES[mode]}", guard=qtc_only)
     pname = c.struct("p", "qtc_fc_params_t", dict(rows=rows, in_features=in_f, out_features=out_f,
-                                                  out_zp=out_zp, act_min=lo, act_max=hi),
-                     guard="!QTC_USE_ESP_NN" if esp else None)
-    code = [f"qtc_fully_connected_s8(&{pname}, $X0, {wname}, {bname}, {mname}, {sname}, $Y0);"]
+                                                  out_zp=out_zp, act_min=lo, act_max=hi, rq=mode), guard=qtc_only)
+    code = [f"qtc_fully_connected_s8(&{pname}, $X0, {wname}, {qname}, $Y0);"]
     if not esp:
         return Lowered(code)
     from .esp_nn import esp_nn_fc
 
+    esp_w = c.array("w_plain", "int8_t", wi, "weights [out][in] for ESP-NN", guard="QTC_USE_ESP_NN")
+    mname = c.array("m", "int32_t", mult, "requant multipliers (TFLite)", guard="QTC_USE_ESP_NN")
+    sname = c.array("s", "int32_t", shift, "requant shifts (TFLite)", guard="QTC_USE_ESP_NN")
     return Lowered(code, esp_nn_fc(c, rows, in_f, out_f, in_zp, out_zp, lo, hi, bias, esp_w, mname, sname))

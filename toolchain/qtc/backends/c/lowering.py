@@ -3,7 +3,8 @@
 A lowering function takes a :class:`NodeCtx` and returns a :class:`Lowered`:
 C statements that call one kernel, written with ``$X<i>`` / ``$Y<i>``
 placeholders for the node's input / output pointers (the code generator
-substitutes arena offsets, the caller's ``in``/``out`` or constant arrays).
+substitutes arena offsets, the caller's ``in``/``out`` or constant arrays)
+and ``$S`` for the model's scratch buffer (``Lowered.scratch`` bytes of it).
 Constant data (weights, folded biases, multipliers, tables) and parameter
 structs are registered on the context and emitted once, ``static const``.
 """
@@ -27,6 +28,7 @@ class Lowered:
     inplace: list[tuple[int, int]] = field(default_factory=list)  # (input idx, output idx)
     alias_of: int | None = None                       # output 0 is a view of this input: no code
     needs_esp_nn_scratch: bool = False
+    scratch: int = 0                                  # bytes of the shared scratch buffer ($S) the code uses
 
 
 class NodeCtx:
