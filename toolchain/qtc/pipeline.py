@@ -109,7 +109,8 @@ def deploy(model: str | Path, *, target: str = "esp32", data: str | Path, out_di
 
         q = load(qqir)
         info = compile_c(q, cdir, model_name=name, test_inputs=graph_inputs(q, None, test_vectors, 0))
-        return f"arena {info['arena_bytes']:,} B, weights {info['weight_bytes']:,} B, {info['macs']:,} MACs"
+        return (f"arena {info['arena_bytes']:,} B + scratch {info.get('scratch_bytes', 0):,} B, "
+                f"weights {info['weight_bytes']:,} B, {info['macs']:,} MACs")
 
     def do_projects() -> str:
         from .device.projects import generate_esp_idf_project, generate_platformio_project

@@ -59,7 +59,8 @@ def compile(ctx, model, backend, output, target, model_name, esp_nn, n_vectors, 
         return
     click.echo(f"wrote {info['dir']}: qtc_{info['model']}.c/.h, qtc_model.h, "
                f"{len(info['kernel_files'])} kernel files" + (", qtc_model_testvec.h" if info["testvec_h"] else ""))
-    click.echo(f"memory plan: arena {_fmt_bytes(info['arena_bytes'])} (static, peak), "
+    click.echo(f"memory plan: arena {_fmt_bytes(info['arena_bytes'])} (static, peak) "
+               f"+ scratch {_fmt_bytes(info.get('scratch_bytes', 0))}, "
                f"weights {_fmt_bytes(info['weight_bytes'])} (const), "
                f"input {info['input_bytes']} B, output {info['output_bytes']} B, {info['macs']:,} MACs")
     if esp_nn:
