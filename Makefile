@@ -15,13 +15,14 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 export TF_ENABLE_ONEDNN_OPTS := 0
 export CUDA_VISIBLE_DEVICES :=
 
-.PHONY: all main venv sysdeps models test clean help
+.PHONY: all main venv sysdeps models test clean help dualtrack
 all: main
 
 help:
 	@echo "make TARGET=esp32 MODEL=peer_encoder   run the main job"
 	@echo "make test                              run the tests"
 	@echo "make models                            train the example models (cached in build/models)"
+	@echo "make dualtrack CONFIG=configs/deepsets_esp32.yaml [MODEL=...]   PTQ vs QAT, winner under the budgets"
 
 $(VENV)/.stamp: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +63,12 @@ main: sysdeps models
 	  $(PY) -m models.dataset $(MODEL) --models-dir $(BUILD)/models -o $(BUILD)/$(MODEL)/dataset.npz
 	$(QTC) deploy $(MODEL_SRC) --target $(TARGET) --data $(BUILD)/$(MODEL)/dataset.npz \
 	  -o $(BUILD)/$(MODEL) $(if $(PORT),--port $(PORT)) $(if $(REFRESH),--refresh)
+
+# PTQ and QAT from the same checkpoint, the winner under the target's budgets (docs/dualtrack.md).
+# MODEL (given on the command line) replaces the config's model.
+CONFIG ?= configs/deepsets_esp32.yaml
+dualtrack: sysdeps models
+	$(QTC) dualtrack $(CONFIG) $(if $(filter command line,$(origin MODEL)),--model $(MODEL))
 
 test: sysdeps models
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc

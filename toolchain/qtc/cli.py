@@ -474,7 +474,7 @@ def _register_subcommands() -> None:
     for mod, names in (("qtc.backends.cli", ("compile",)),
                        ("qtc.backends.tflite.cli", ("verify", "size")),
                        ("qtc.device.cli", ("build", "flash", "bench")),
-                       ("qtc.eval.cli", ("compare",))):
+                       ("qtc.eval.cli", ("compare",)), ("qtc.dualtrack.cli", ("dualtrack",))):
         try:
             m = importlib.import_module(mod)
         except ModuleNotFoundError:

@@ -1,0 +1,122 @@
+"""QAT against PTQ at low bit widths: float, the best PTQ, and QAT, side by side.
+
+    python -m bench.qat_vs_ptq [--models digits_cnn,ts_cnn] [--bits w4a4,w2a8] [--models-dir build/models]
+                               [--qat-epochs 20] [--adaround-iters 1000] [--target host]
+                               [--work build/bench/qat_vs_ptq] [--out bench/results/qat_vs_ptq.json]
+
+Each (model, bit width) is one ``qtc dualtrack`` run (:func:`qtc.dualtrack.run_dualtrack`)
+with tracks PTQ + QAT from the same float checkpoint (``build/models/<name>/<name>.pt``):
+
+* ``float``: the float model (canonical qtc IR) on qtc's float interpreter;
+* ``ptq``: the best of qtc's PTQ activation calibration methods (minmax,
+  percentile, entropy, mse) x weight ranges (minmax, mse), then AdaRound on
+  each weight range's best, by eval accuracy; every variant's accuracy is kept in the JSON;
+* ``qat``: :func:`qtc.qat.train_qat` (LSQ fake quantizers initialised from
+  PTQ, distillation from the float model: the quant dataset has no labels)
+  then :func:`qtc.qat.qat_to_ir`.
+
+Data: the model's frozen ``data.npz``: the calibration split (``x_calib``) is
+the quant dataset of both tracks (QAT trains on it), the eval split
+(``x_eval`` / ``y_eval``) scores both.  Target ``host``: generic int8 numerics
+(TFLite), asymmetric activations, symmetric per-channel weights; both tracks
+run on qtc's integer interpreter.  No budgets apply and nothing is benched.
+
+The JSON (sorted keys, no timings: the same inputs give the same file) goes
+to ``--out``; the table and timings are printed.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from qtc.atomic import save_json
+
+SCHEMA = "qtc.bench.qat_vs_ptq/1"
+BITS = {"w8a8": (8, 8), "w4a8": (4, 8), "w4a4": (4, 4), "w2a8": (2, 8)}
+DEFAULT_MODELS = ("digits_cnn", "ts_cnn")
+DEFAULT_BITS = ("w4a4", "w2a8")
+
+
+def run_case(model: str, bits: str, a) -> dict:
+    from qtc.dualtrack import parse_config, run_dualtrack
+
+    wbits, abits = BITS[bits]
+    doc = {"model": model, "models_dir": a.models_dir, "target": a.target, "tracks": ["ptq", "qat"],
+           "weight_bits": wbits, "activation_bits": abits,
+           "ptq": {"methods": ["minmax", "percentile", "entropy", "mse"], "weight_methods": ["minmax", "mse"],
+                   "adaround": a.adaround_iters > 0,
+                   "adaround_iters": max(a.adaround_iters, 1)},
+           "qat": {"epochs": a.qat_epochs, "lr": a.qat_lr, "batch_size": 32},
+           "budgets": {k: None for k in ("model_bytes", "latency_ms", "accuracy_drop", "flash_bytes", "ram_bytes")},
+           "bench": {"enabled": False}, "seed": a.seed, "output": str(Path(a.work) / f"{model}_{bits}")}
+    cfg = parse_config(doc)
+    t0 = time.perf_counter()
+    rep = run_dualtrack(cfg, echo=lambda s: None)
+    seconds = time.perf_counter() - t0
+    by = {c["name"]: c for c in rep["candidates"]}
+    ptq, qat = by.get("ptq"), by.get("qat")
+    row = {"model": model, "bits": bits, "float": rep["float"]["metrics"]["accuracy"],
+           "ptq": None if ptq is None else ptq["metrics"]["accuracy"],
+           "ptq_setting": None if ptq is None else ptq["setting"],
+           "ptq_search": [{"method": r["method"], "weight_method": r["weight_method"], "adaround": r["adaround"],
+                           "accuracy": r["metrics"]["accuracy"]}
+                          for r in rep["ptq_search"]],
+           "qat": None if qat is None else qat["metrics"]["accuracy"],
+           "qat_history": None if qat is None else qat.get("history"),
+           "n_eval": rep["float"]["metrics"]["n_eval"],
+           "n_calib": rep["quant_dataset"]["calibration"][model],
+           "skipped": rep["skipped"]}
+    print(f"  {model} {bits}: float {row['float']:.4f}, PTQ {row['ptq']:.4f} ({row['ptq_setting']}), "
+          f"QAT {row['qat']:.4f}  ({seconds:.1f} s)", flush=True)
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    head = f"{'model':<12}{'bits':<7}{'float':>8}{'PTQ (best)':>12}{'QAT':>8}{'QAT-PTQ':>9}  best PTQ setting"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        diff = (r["qat"] - r["ptq"]) if (r["qat"] is not None and r["ptq"] is not None) else None
+        lines.append(f"{r['model']:<12}{r['bits'].upper():<7}{r['float']:>8.4f}{r['ptq'] or float('nan'):>12.4f}"
+                     f"{r['qat'] or float('nan'):>8.4f}{diff if diff is not None else float('nan'):>+9.4f}  "
+                     f"{r['ptq_setting']}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(DEFAULT_MODELS))
+    ap.add_argument("--bits", default=",".join(DEFAULT_BITS), help=f"some of {', '.join(BITS)}")
+    ap.add_argument("--models-dir", default="build/models")
+    ap.add_argument("--target", default="host")
+    ap.add_argument("--qat-epochs", type=int, default=20)
+    ap.add_argument("--qat-lr", type=float, default=1e-3)
+    ap.add_argument("--adaround-iters", type=int, default=1000, help="0 = no AdaRound")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", default="build/bench/qat_vs_ptq", help="the dual-track runs' output folders")
+    ap.add_argument("--out", default="bench/results/qat_vs_ptq.json")
+    a = ap.parse_args(argv)
+    models = [m for m in a.models.split(",") if m]
+    bits = [b for b in a.bits.split(",") if b]
+    for b in bits:
+        if b not in BITS:
+            ap.error(f"unknown bit width {b!r}; use some of {', '.join(BITS)}")
+    print(f"qat_vs_ptq: {', '.join(models)} at {', '.join(b.upper() for b in bits)}, target {a.target}, "
+          f"QAT {a.qat_epochs} epochs", flush=True)
+    rows = [run_case(m, b, a) for m in models for b in bits]
+    doc = {"schema": SCHEMA, "target": a.target, "seed": a.seed,
+           "settings": {"qat_epochs": a.qat_epochs, "qat_lr": a.qat_lr, "qat_batch_size": 32,
+                        "adaround_iters": a.adaround_iters, "ptq_methods": ["minmax", "percentile", "entropy", "mse"],
+                        "ptq_weight_methods": ["minmax", "mse"],
+                        "qat_data": "the calibration split (x_calib), distillation from the float model",
+                        "eval": "the eval split (x_eval, y_eval), accuracy on qtc's integer interpreter"},
+           "rows": rows}
+    save_json(a.out, doc)
+    print()
+    print(table(rows))
+    print(f"\nwrote {a.out}")
+    return doc
+
+
+if __name__ == "__main__":
+    main()
