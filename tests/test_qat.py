@@ -270,6 +270,9 @@ def test_mse_distillation_for_embeddings():
     assert hist[1]["distill_loss"] > 0 and hist[2]["distill_loss"] < hist[1]["distill_loss"]
     g = qat_to_ir(qat)
     np.testing.assert_array_equal(int_outputs(g, x[:64]), qat.predict(x[:64]))
+    g4 = qat_to_ir(qat, example_inputs=(x[:4],))  # deployed with another batch size
+    assert g4.tensors[g4.inputs[0]].shape == (4, 6)
+    np.testing.assert_array_equal(run_quantized(g4, {g4.inputs[0]: x[:4]})[g4.outputs[0]], qat.predict(x[:4]))
 
 
 def test_resume_gives_identical_weights(bn_cnn, digits, tmp_path):
