@@ -355,5 +355,6 @@ HANDLERS = {
     "Quantize": _unary("QUANTIZE"),
     "Dequantize": _unary("DEQUANTIZE"),
     "BatchNorm": unsupported("fold it into the preceding conv (qtc's canonicalize pass does)"),
-    "LayerNorm": unsupported("keep LayerNorm out of TFLite models, or use the C back end"),
+    "LayerNorm": unsupported("keep LayerNorm out of models for TFLite/TFLM (no MCU back end of qtc runs it yet); "
+                             "the reference interpreter runs it in float"),
 }
