@@ -1,7 +1,8 @@
 """QAT against PTQ at low bit widths: float, the best PTQ, and QAT, side by side.
 
     python -m bench.qat_vs_ptq [--models digits_cnn,ts_cnn] [--bits w4a4,w2a8] [--models-dir build/models]
-                               [--qat-epochs 20] [--adaround-iters 1000] [--target host]
+                               [--qat-epochs 8] [--qat-lr 3e-3] [--qat-quant-lr 1e-2] [--qat-distill-alpha 0]
+                               [--qat-batch-size 64] [--qat-train-data training] [--adaround-iters 1000] [--target host]
                                [--work build/bench/qat_vs_ptq] [--out bench/results/qat_vs_ptq.json]
 
 Each (model, bit width) is one ``qtc dualtrack`` run (:func:`qtc.dualtrack.run_dualtrack`)
@@ -12,12 +13,19 @@ with tracks PTQ + QAT from the same float checkpoint (``build/models/<name>/<nam
   percentile, entropy, mse) x weight ranges (minmax, mse), then AdaRound on
   each weight range's best, by eval accuracy; every variant's accuracy is kept in the JSON;
 * ``qat``: :func:`qtc.qat.train_qat` (LSQ fake quantizers initialised from
-  PTQ, distillation from the float model: the quant dataset has no labels)
-  then :func:`qtc.qat.qat_to_ir`.
+  PTQ on the calibration split) then :func:`qtc.qat.qat_to_ir`.  With
+  ``--qat-train-data training`` (the default; dual-track key
+  ``qat.train_data: training``) QAT trains on the model's labelled training
+  split, ``models.<name>.make_data(seed)``: the very data the float checkpoint
+  was trained on, checked to reproduce ``data.npz``'s calibration and eval
+  arrays; loss ``(1-alpha)·CE + alpha·KL`` with ``--qat-distill-alpha`` (0:
+  labels only).  ``--qat-train-data calibration`` trains on the unlabelled
+  calibration split by distillation, like a user model.  The final epoch's model
+  is exported: the eval split is reported per epoch, never used to select.
 
 Data: the model's frozen ``data.npz``: the calibration split (``x_calib``) is
-the quant dataset of both tracks (QAT trains on it), the eval split
-(``x_eval`` / ``y_eval``) scores both.  Target ``host``: generic int8 numerics
+the quant dataset of both tracks (PTQ calibrates on it, QAT initialises its
+step sizes from it), the eval split (``x_eval`` / ``y_eval``) only scores.  Target ``host``: generic int8 numerics
 (TFLite), asymmetric activations, symmetric per-channel weights; both tracks
 run on qtc's integer interpreter.  No budgets apply and nothing is benched.
 
@@ -36,6 +44,16 @@ SCHEMA = "qtc.bench.qat_vs_ptq/1"
 BITS = {"w8a8": (8, 8), "w4a8": (4, 8), "w4a4": (4, 4), "w2a8": (2, 8)}
 DEFAULT_MODELS = ("digits_cnn", "ts_cnn")
 DEFAULT_BITS = ("w4a4", "w2a8")
+QAT_DATA = {"training": "the model's training split with its labels (x_train, y_train from "
+                        "models.<name>.make_data(seed in meta.json), the float checkpoint's training data)",
+            "calibration": "the calibration split (x_calib), no labels: distillation from the float model"}
+
+
+def len_train(rep: dict, model: str, a) -> int:
+    """How many samples QAT trained on."""
+    if a.qat_train_data == "training":
+        return rep["quant_dataset"].get("qat_train", {}).get("samples")
+    return rep["quant_dataset"]["calibration"][model]
 
 
 def run_case(model: str, bits: str, a) -> dict:
@@ -47,7 +65,9 @@ def run_case(model: str, bits: str, a) -> dict:
            "ptq": {"methods": ["minmax", "percentile", "entropy", "mse"], "weight_methods": ["minmax", "mse"],
                    "adaround": a.adaround_iters > 0,
                    "adaround_iters": max(a.adaround_iters, 1)},
-           "qat": {"epochs": a.qat_epochs, "lr": a.qat_lr, "batch_size": 32},
+           "qat": {"epochs": a.qat_epochs, "lr": a.qat_lr, "quant_lr": a.qat_quant_lr,
+                   "distill_alpha": a.qat_distill_alpha, "batch_size": a.qat_batch_size,
+                   "train_data": a.qat_train_data},
            "budgets": {k: None for k in ("model_bytes", "latency_ms", "accuracy_drop", "flash_bytes", "ram_bytes")},
            "bench": {"enabled": False}, "seed": a.seed, "output": str(Path(a.work) / f"{model}_{bits}")}
     cfg = parse_config(doc)
@@ -66,6 +86,7 @@ def run_case(model: str, bits: str, a) -> dict:
            "qat_history": None if qat is None else qat.get("history"),
            "n_eval": rep["float"]["metrics"]["n_eval"],
            "n_calib": rep["quant_dataset"]["calibration"][model],
+           "n_qat_train": None if qat is None else len_train(rep, model, a),
            "skipped": rep["skipped"]}
     print(f"  {model} {bits}: float {row['float']:.4f}, PTQ {row['ptq']:.4f} ({row['ptq_setting']}), "
           f"QAT {row['qat']:.4f}  ({seconds:.1f} s)", flush=True)
@@ -89,8 +110,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--bits", default=",".join(DEFAULT_BITS), help=f"some of {', '.join(BITS)}")
     ap.add_argument("--models-dir", default="build/models")
     ap.add_argument("--target", default="host")
-    ap.add_argument("--qat-epochs", type=int, default=20)
-    ap.add_argument("--qat-lr", type=float, default=1e-3)
+    ap.add_argument("--qat-epochs", type=int, default=8)
+    ap.add_argument("--qat-lr", type=float, default=3e-3)
+    ap.add_argument("--qat-quant-lr", type=float, default=1e-2, help="the LSQ step sizes' learning rate")
+    ap.add_argument("--qat-distill-alpha", type=float, default=0.0, help="0 = labels only, 1 = distillation only")
+    ap.add_argument("--qat-batch-size", type=int, default=64)
+    ap.add_argument("--qat-train-data", default="training", choices=("training", "calibration"),
+                    help="what QAT trains on: the labelled training split, or the unlabelled calibration split")
     ap.add_argument("--adaround-iters", type=int, default=1000, help="0 = no AdaRound")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default="build/bench/qat_vs_ptq", help="the dual-track runs' output folders")
@@ -102,14 +128,19 @@ def main(argv=None) -> dict:
         if b not in BITS:
             ap.error(f"unknown bit width {b!r}; use some of {', '.join(BITS)}")
     print(f"qat_vs_ptq: {', '.join(models)} at {', '.join(b.upper() for b in bits)}, target {a.target}, "
-          f"QAT {a.qat_epochs} epochs", flush=True)
+          f"QAT {a.qat_epochs} epochs on the {a.qat_train_data} split", flush=True)
     rows = [run_case(m, b, a) for m in models for b in bits]
     doc = {"schema": SCHEMA, "target": a.target, "seed": a.seed,
-           "settings": {"qat_epochs": a.qat_epochs, "qat_lr": a.qat_lr, "qat_batch_size": 32,
+           "settings": {"qat_epochs": a.qat_epochs, "qat_lr": a.qat_lr, "qat_quant_lr": a.qat_quant_lr,
+                        "qat_distill_alpha": a.qat_distill_alpha, "qat_batch_size": a.qat_batch_size,
+                        "qat_train_data": a.qat_train_data,
                         "adaround_iters": a.adaround_iters, "ptq_methods": ["minmax", "percentile", "entropy", "mse"],
                         "ptq_weight_methods": ["minmax", "mse"],
-                        "qat_data": "the calibration split (x_calib), distillation from the float model",
-                        "eval": "the eval split (x_eval, y_eval), accuracy on qtc's integer interpreter"},
+                        "qat_data": QAT_DATA[a.qat_train_data],
+                        "qat_init": "LSQ step sizes initialised by PTQ (mse) on the calibration split (x_calib)",
+                        "qat_selection": "the last epoch's model; the eval split is never used to select",
+                        "eval": "the eval split (x_eval, y_eval), accuracy on qtc's integer interpreter; "
+                                "it only scores"},
            "rows": rows}
     save_json(a.out, doc)
     print()

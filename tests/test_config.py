@@ -85,6 +85,15 @@ def test_example_configs_load():
     assert (ti.target, ti.quantization, ti.tracks, ti.wbits, ti.abits) == ("ti-npu", 2, ["qat"], 4, 8)
 
 
+def test_qat_train_data_and_quant_lr():
+    cfg = parse_config({"model": "ts_cnn"})
+    assert (cfg.qat.train_data, cfg.qat.quant_lr) == ("calibration", 1e-2)   # default: the quant dataset
+    cfg = parse_config({"model": "digits_cnn", "qat": {"train_data": "training", "quant_lr": 0.02,
+                                                       "distill_alpha": 0}})
+    assert (cfg.qat.train_data, cfg.qat.quant_lr, cfg.qat.distill_alpha) == ("training", 0.02, 0.0)
+    assert cfg.to_json()["qat"]["train_data"] == "training"
+
+
 # ------------------------------------------------------------------ errors: one line, naming the key
 @pytest.mark.parametrize("doc,key", [
     ({"modle": "ts_cnn"}, "'modle'"),
@@ -118,6 +127,11 @@ def test_example_configs_load():
     ({"model": "ts_cnn", "ptq": {"methods": ["kl"]}}, "'ptq.methods'"),
     ({"model": "ts_cnn", "ptq": {"weight_methods": ["percentile"]}}, "'ptq.weight_methods'"),
     ({"model": "ts_cnn", "qat": {"distill_alpha": 2}}, "'qat.distill_alpha'"),
+    ({"model": "ts_cnn", "qat": {"train_data": "eval"}}, "'qat.train_data'"),
+    ({"model": {"name": "mine", "class": "models.ts_cnn:TsCNN"}, "qat": {"train_data": "training"}},
+     "'qat.train_data'"),
+    ({"pair": "deepsets", "qat": {"train_data": "training"}}, "'qat.train_data'"),
+    ({"model": "ts_cnn", "qat": {"quant_lr": 0}}, "'qat.quant_lr'"),
     ({"model": "ts_cnn", "scenes": "s.npz"}, "'scenes'"),
     ({"model": "ts_cnn", "eval": {"metric": "success_rate"}}, "'eval.metric'"),
     ({"models": ["peer_encoder", "policy_head"]}, "'models'"),

@@ -196,3 +196,27 @@ def test_tensorlab_quantization_0_is_float_only(tmp_path, example_models_dir):
     doc["budgets"] = {"latency_ms": None}
     _run(tmp_path, doc)
     assert json.loads((out / "dualtrack.json").read_text())["decision"]["winner"] == "float"
+
+
+def test_qat_train_data_training_is_the_labelled_training_split(tmp_path, example_models_dir):
+    """qat.train_data: training gives QAT the checkpoint's own labelled training split, disjoint from the eval
+    split; a data.npz the generator does not reproduce is refused, naming the key."""
+    from qtc.dualtrack import parse_config
+    from qtc.dualtrack.workload import Workload
+    from qtc.errors import QtcError
+
+    doc = {"model": "digits_cnn", "models_dir": str(example_models_dir), "tracks": ["qat"],
+           "qat": {"train_data": "training"}, "output": str(tmp_path / "o")}
+    net = Workload(parse_config(doc)).nets[0]
+    z = np.load(example_models_dir / "digits_cnn" / "data.npz")
+    assert net.train_x.shape[1:] == z["x_eval"].shape[1:] and len(net.train_x) > len(z["x_calib"])
+    assert np.issubdtype(net.train_y.dtype, np.integer) and len(net.train_y) == len(net.train_x)
+    train_rows = {r.tobytes() for r in net.train_x}
+    assert not any(r.tobytes() in train_rows for r in z["x_eval"].astype(np.float32))
+    bad = {k: z[k] for k in z.files}
+    bad["x_eval"] = bad["x_eval"][::-1].copy()
+    np.savez(tmp_path / "data.npz", **bad)
+    doc["model"] = {"name": "digits_cnn", "data": str(tmp_path / "data.npz"),
+                    "checkpoint": str(example_models_dir / "digits_cnn" / "digits_cnn.pt")}
+    with pytest.raises(QtcError, match="qat.train_data"):
+        Workload(parse_config(doc))

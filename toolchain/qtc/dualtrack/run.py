@@ -161,7 +161,9 @@ class _Run:
 
     # ------------------------------------------------------------ QAT (torch)
     def run_qat(self) -> dict:
-        """torch QAT of every sub-model from its float graph, on the shared quant dataset.
+        """torch QAT of every sub-model from its float graph, on the shared quant dataset (or, with
+        ``qat.train_data: training``, on the example model's labelled training split; the quant dataset
+        still initialises the step sizes).
 
         With labels (the policy head's expert actions) the loss is
         ``(1-alpha)·CE + alpha·KL(teacher)``; without (the encoder, one-model
@@ -174,12 +176,14 @@ class _Run:
         from ..qat import accuracy_eval, qat_to_ir, train_qat
 
         cfg, wl = self.cfg, self.wl
-        t0 = self.step(f"QAT track (torch): {cfg.qat.epochs} epoch(s), lr {cfg.qat.lr:g}, "
-                       f"distill_alpha {cfg.qat.distill_alpha:g}")
+        t0 = self.step(f"QAT track (torch): {cfg.qat.epochs} epoch(s), lr {cfg.qat.lr:g}, quant_lr "
+                       f"{cfg.qat.quant_lr:g}, distill_alpha {cfg.qat.distill_alpha:g}, on the "
+                       f"{cfg.qat.train_data} data")
         graphs, notes, histories = [], [], {}
         with tempfile.TemporaryDirectory(prefix="qtc-qat-") as tmp:
             for k, net in enumerate(wl.nets):
-                labels = net.calib_labels
+                training = net.train_x is not None      # qat.train_data: training
+                xs, labels = (net.train_x, net.train_y) if training else (net.calib, net.calib_labels)
                 classifier = k == len(wl.nets) - 1      # the head / the one model: logits
                 if wl.pair:
                     eval_fn = accuracy_eval(net.compare_x, wl.labels[:len(net.compare_x)]) if classifier else None
@@ -189,13 +193,16 @@ class _Run:
                 with warnings.catch_warnings():  # train.py's float() of a loss that requires grad
                     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
                     model, history = train_qat(
-                        net.graph, (net.calib, labels), eval_fn, target=cfg.target, wbits=cfg.wbits,
-                        abits=cfg.abits, epochs=cfg.qat.epochs, lr=cfg.qat.lr, distill_alpha=cfg.qat.distill_alpha,
+                        net.graph, (xs, labels), eval_fn, target=cfg.target, wbits=cfg.wbits,
+                        abits=cfg.abits, epochs=cfg.qat.epochs, lr=cfg.qat.lr, quant_lr=cfg.qat.quant_lr,
+                        distill_alpha=cfg.qat.distill_alpha, calib=net.calib if training else None,
                         checkpoint_dir=str(root / net.name), resume=cfg.qat.resume, seed=cfg.seed,
                         batch_size=cfg.qat.batch_size, distill="kl" if classifier else "mse", progress=False)
                 graphs.append(qat_to_ir(model, target=cfg.target))
                 histories[net.name] = [{k2: v for k2, v in h.items() if k2 != "seconds"} for h in history]
-                how = ("cross-entropy on the expert labels + KL distillation" if labels is not None else
+                how = (f"the labelled training split ({len(xs)} samples, models.{net.name}.make_data): "
+                       f"(1-alpha)·cross-entropy + alpha·KL, alpha {cfg.qat.distill_alpha:g}" if training else
+                       "cross-entropy on the expert labels + KL distillation" if labels is not None else
                        "distillation only (the quant dataset has no labels): "
                        + ("KL on logits" if classifier else "MSE on embeddings"))
                 notes.append(f"{net.name}: {how}")
@@ -369,7 +376,8 @@ class _Run:
             "latency_note": ((f"measured by the bench loop on {lat_kind}; " if lat_kind else "not measured; ")
                              + ("end to end = 8 × peer_encoder + pool + policy_head (the worst case, 8 peers)"
                                 if cfg.pair else "end to end = one inference")),
-            "quant_dataset": {"calibration": qd["calibration"], "file": "quant_dataset/quant_eval_scenarios.json"},
+            "quant_dataset": {"calibration": qd["calibration"], "file": "quant_dataset/quant_eval_scenarios.json",
+                              **({"qat_train": qd["qat_train"]} if "qat_train" in qd else {})},
             "eval": qd["eval"], "float": fl, "candidates": candidates, "ptq_search": search, "skipped": skipped,
             "decision": decision,
         }

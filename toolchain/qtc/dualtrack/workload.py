@@ -3,7 +3,10 @@ quant dataset, the frozen eval set and the task metric.
 
 * one network (``model: ts_cnn``): the quant dataset is the first N samples of
   ``x_calib`` in its ``data.npz`` (labels: none, QAT distils from the float
-  model), the eval set the first N of ``x_eval`` / ``y_eval``; metric: accuracy;
+  model), the eval set the first N of ``x_eval`` / ``y_eval``; metric: accuracy.
+  With ``qat.train_data: training`` the QAT track trains instead on the example
+  model's labelled training split (``models.<name>.make_data(seed)``, checked to
+  reproduce ``data.npz``'s calibration and eval arrays);
 * the Deep Sets pair (``pair: deepsets``): ``peer_encoder`` + ``policy_head``
   are one deployment.  The quant dataset is N seeded scenes drawn like the
   training scenes (seed ``seed + QUANT_SCENE_SEED``; the frozen eval scenes
@@ -64,6 +67,8 @@ class Net:
     calib_labels: np.ndarray | None
     compare_x: np.ndarray           # inputs for the per-sub-model output-error diagnostics
     compare_x_keras: np.ndarray | None
+    train_x: np.ndarray | None = None      # qat.train_data: training -> the labelled training split
+    train_y: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -170,6 +175,35 @@ class Workload:
         graph = _float_graph(module, calib, sm.name)
         self.nets = [Net(sm, module, graph, calib, calib_k, _predict(module, calib), None,
                          self.eval_x[:COMPARE_SAMPLES], self.eval_x_keras[:COMPARE_SAMPLES])]
+        self.train_info = None
+        if self.cfg.qat.train_data == "training" and "qat" in self.cfg.tracks:
+            self._training_split(arrays, keys, meta)
+
+    def _training_split(self, arrays: dict, keys: dict, meta: dict) -> None:
+        """``qat.train_data: training``: regenerate the example model's labelled training split with
+        ``models.<name>.make_data(seed)`` (the seed its meta.json records) and check that it is the split
+        the checkpoint was trained on: the same generator call must reproduce data.npz's calibration and
+        eval arrays, so the eval set stays disjoint from what QAT trains on."""
+        sm, net = self.cfg.sub_models[0], self.nets[0]
+        mod = import_models(f"models.{sm.name}")
+        seed = int(meta.get("seed", 0))
+        data = mod.make_data(seed)
+        hint = "use qat.train_data: calibration, or rebuild the model data with `make models`"
+        for k, mine in (("x_calib", keys["calib"]), ("x_eval", keys["eval"])):
+            if k not in data or not np.array_equal(np.asarray(data[k], np.float32),
+                                                   arrays[mine].astype(np.float32)):
+                raise QtcError(f"qat.train_data: training: models.{sm.name}.make_data({seed}) does not reproduce "
+                               f"data.npz's {mine}", where=str(sm.data), hint=hint)
+        x, y = data.get("x_train"), data.get("y_train")
+        if x is None or y is None or not np.issubdtype(np.asarray(y).dtype, np.integer):
+            raise QtcError(f"qat.train_data: training: models.{sm.name}.make_data has no labelled x_train/y_train",
+                           where=str(sm.data), hint=hint)
+        net.train_x = np.ascontiguousarray(x, dtype=np.float32)
+        net.train_y = np.asarray(y, dtype=np.int64)
+        from ..passes.quantize.dataset import array_sha256
+
+        self.train_info = {"kind": "labelled training split", "generator": f"models.{sm.name}.make_data",
+                           "seed": seed, "samples": int(len(net.train_x)), "sha256": array_sha256(net.train_x)}
 
     # ------------------------------------------------------------ Deep Sets pair
     def _init_pair(self) -> None:
@@ -247,5 +281,7 @@ class Workload:
                                    "count": int(len(self.quant_scenes["labels"])),
                                    "seed": self.cfg.seed + QUANT_SCENE_SEED}
             doc["eval"]["first_scene_labels"] = [int(v) for v in self.labels[:16]]
+        if getattr(self, "train_info", None):
+            doc["qat_train"] = self.train_info
         save_json(out_dir / "quant_eval_scenarios.json", doc)
         return doc
