@@ -3,7 +3,7 @@
     python -m bench.ptq_vs_peers [--models digits_cnn,ts_cnn,peer_encoder,policy_head]
                                  [--models-dir build/models] [--calib-count N] [--eval-count N]
                                  [--peers tflite,ort] [--bits w8a8,w4a8,w4a4] [--no-adaround]
-                                 [--out bench/results/ptq_vs_peers.json]
+                                 [--no-extra-samples] [--out bench/results/ptq_vs_peers.json]
 
 For each model (built by ``python -m models.train_all --out build/models``):
 
@@ -17,18 +17,31 @@ For each model (built by ``python -m models.train_all --out build/models``):
   (equal to MinMax, the known pitfall);
 * ``qtc-<method>-<wXaY>``: ``qtc.passes.quantize.quantize`` (target host:
   int8/int4 asymmetric activations, symmetric per-channel weights) with
-  minmax/percentile/entropy/mse activation ranges, plus ``mse+adaround``
-  (AdaRound weights) where this qtc has it, on qtc's integer interpreter.
+  minmax/percentile/entropy/mse activation ranges (min-max weights), or
+  ``auto`` (per-tensor range method and weight clipping chosen on held-out
+  calibration samples, :mod:`qtc.passes.quantize.select`);
+  ``qtc-auto+adaround-<wXaY>`` adds AdaRound: this is **qtc's best recipe**,
+  fixed for every model (:data:`BEST`); nothing is picked on the eval split.
 
 Metrics: accuracy (top-1 vs labels) for the classifiers (digits_cnn, ts_cnn,
 policy_head).  peer_encoder is a sub-model: its metric is the Deep Sets
 pair's action accuracy on ``scenes_eval.npz`` (``models.deepsets.evaluate_pair``)
-with the quantized encoder and the float policy head (qtc float interpreter);
-the pair's success rate and the embedding cosine vs the float encoder on
-``x_eval`` are recorded too.
+with the quantized encoder and the float policy head (qtc float interpreter).
+Also recorded for it: the *quantized pair* (the head quantized by the same
+tool and settings on its own calibration split), the success rate, the
+embedding cosine vs the float encoder on ``x_eval``, and one diagnostic row
+with the graph input and the first layer at int16 (where the W8A8 loss comes from).
+
+Extra samples (a diagnostic; ``--no-extra-samples`` skips them): the eval
+splits are small (900 waveforms, 2000 scenes: one sample is 0.11 / 0.05
+points), so the same accuracies are also measured on freshly generated
+samples no model saw: 20000 scenes for peer_encoder (every row) and 10000
+waveforms for ts_cnn (the rows in :data:`EXTRA_ROWS`).  The verdicts use the
+eval split; the extra numbers are reported beside them.
 
 The JSON (sorted keys, no timings: same inputs give the same file) goes to
-``--out``; timings are printed only.
+``--out``; it holds each model's criteria verdict (:func:`verdicts`).
+Timings are printed only.
 """
 from __future__ import annotations
 
@@ -47,15 +60,37 @@ import numpy as np
 from qtc.errors import QtcError
 
 DEFAULT_MODELS = ("digits_cnn", "ts_cnn", "peer_encoder", "policy_head")
-QTC_METHODS = ("minmax", "percentile", "entropy", "mse")
+QTC_METHODS = ("minmax", "percentile", "entropy", "mse", "auto")
 BITS = {"w8a8": (8, 8), "w4a8": (4, 8), "w4a4": (4, 4)}
 ORT_METHODS = {"ort-minmax": "minmax", "ort-percentile": "percentile", "ort-entropy": "entropy",
                "ort-entropy-qs": "entropy_default"}
+PEER_ROWS = ("tflite-int8", *ORT_METHODS)
 PEERS = ("tflite", "ort")
-SCHEMA = "qtc.bench.ptq_vs_peers/1"
+BEST = "qtc-auto+adaround-w8a8"      # qtc's best W8A8 recipe, the same for every model
+ADA_W4A8 = "qtc-auto+adaround-w4a8"
+MINMAX_W4A8 = "qtc-minmax-w4a8"
+INT16_ROW = "qtc-auto-w8a8+int16-input"
+BIG_SCENES, BIG_SEED = 20000, 5000  # extra peer_encoder scenes (models.deepsets.make_scenes)
+BIG_WAVEFORMS, BIG_WAVE_SEED = 10000, 5000  # extra ts_cnn samples (models.ts_cnn.make_waveforms)
+# rows scored on ts_cnn's extra samples (qtc's interpreter takes ~20 s per 10k waveforms)
+EXTRA_ROWS = ("float", *PEER_ROWS, BEST, MINMAX_W4A8, ADA_W4A8)
+SCHEMA = "qtc.bench.ptq_vs_peers/2"
+CRITERIA = {"w8a8_max_loss": 0.005, "w8a8_max_behind_best_peer": 0.002, "w4a8_adaround_max_loss": 0.02,
+            "w4a8_minmax_clearly_more": 0.01}
 
 
 # --------------------------------------------------------------------------- model cases
+@dataclass
+class Head:
+    """The float policy head, and how each tool quantizes it (peer_encoder's quantized pair)."""
+
+    onnx: Path
+    keras: Path | None
+    calib: np.ndarray
+    calib_keras: np.ndarray | None
+    float_predict: Callable
+
+
 @dataclass
 class Case:
     name: str
@@ -68,8 +103,11 @@ class Case:
     x_eval: np.ndarray
     x_eval_keras: np.ndarray | None
     metric: str
-    score: Callable[[Callable, bool], dict]  # score(predict, keras_layout) -> {metric: value, ...}
+    score: Callable            # score(predict, keras_layout, head_predict=None, extra=False) -> {metric: value}
     notes: dict = field(default_factory=dict)
+    head: Head | None = None   # peer_encoder only
+    extra_metric: str | None = None        # the metric on extra generated samples (a diagnostic)
+    extra_rows: tuple | None = None        # rows that get it (None: every row)
 
 
 def _load_graph(path: Path):
@@ -80,20 +118,24 @@ def _load_graph(path: Path):
 
 
 def qtc_predict(g, quantized: bool) -> Callable[[np.ndarray], np.ndarray]:
-    """Samples on axis 0 → first output, via qtc's float or integer interpreter (float in/out)."""
-    from qtc.interp.runner import run, run_quantized
+    """Samples on axis 0 → first output, via qtc's float or integer interpreter (float in/out).
+
+    Runs through :func:`qtc.passes.quantize.collect.collect`: the graph is re-batched only when one
+    sample gives the same values either way (checked), so this equals one interpreter run per sample.
+    """
+    from qtc.passes.quantize.collect import collect
 
     name, out = g.inputs[0], g.outputs[0]
-    go = run_quantized if quantized else run
 
     def predict(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
-        return np.concatenate([np.asarray(go(g, {name: x[i:i + 1]})[out], dtype=np.float32) for i in range(len(x))])
+        return np.asarray(collect(g, {name: x}, [out])[out], dtype=np.float32).reshape(len(x), -1)
 
     return predict
 
 
-def load_case(name: str, models_dir: Path, calib_count: int | None, eval_count: int | None) -> Case:
+def load_case(name: str, models_dir: Path, calib_count: int | None, eval_count: int | None,
+              extra_samples: bool = False) -> Case:
     from models import zoo
 
     d = zoo.model_dir(name, models_dir)
@@ -110,47 +152,92 @@ def load_case(name: str, models_dir: Path, calib_count: int | None, eval_count: 
     calib, x_eval = data[io["calib_key"]][cut_c], data[io["eval_key"]][cut_e]
     calib_k = data[kio["calib_key"]][cut_c] if keras else None
     x_eval_k = data[kio["eval_key"]][cut_e] if keras else None
-    notes = {}
+    head, extra_metric, extra_rows = None, None, None
     if name == "peer_encoder":
-        score, metric, notes = _pair_scorer(d, models_dir, data, eval_count)
+        head = _head(models_dir, calib_count)
+        score, metric, notes = _pair_scorer(d, data, eval_count, head, extra_samples)
+        extra_metric = f"pair_action_accuracy_{BIG_SCENES // 1000}k" if extra_samples else None
     else:
         y = data["y_eval"][cut_e]
         if not np.issubdtype(y.dtype, np.integer):
             raise QtcError(f"{name} is not a classifier (its labels are {y.dtype})", where="bench",
                            hint="benchmark the classifiers and peer_encoder")
         metric = "accuracy"
-
-        def score(predict, keras_layout=False, _x=x_eval, _xk=x_eval_k, _y=y):
-            logits = predict(_xk if keras_layout else _x)
-            return {"accuracy": float(np.mean(np.argmax(logits.reshape(len(_y), -1), axis=1) == _y))}
-
         notes = {"metric": "top-1 accuracy vs y_eval"}
+        big = None
+        if name == "ts_cnn" and extra_samples:
+            from models import ts_cnn
+
+            xb, yb = ts_cnn.make_waveforms(BIG_WAVEFORMS, BIG_WAVE_SEED)
+            xbk = np.ascontiguousarray(np.moveaxis(xb, 1, -1)) if keras and calib_k.shape[1:] != calib.shape[1:] else xb
+            big = (xb, xbk, yb)
+            extra_metric, extra_rows = f"accuracy_{BIG_WAVEFORMS // 1000}k", EXTRA_ROWS
+            notes["extra_samples"] = {"count": BIG_WAVEFORMS, "seed": BIG_WAVE_SEED, "rows": list(EXTRA_ROWS),
+                                      "what": "models.ts_cnn.make_waveforms(count, seed): waveforms no model saw, "
+                                              "to measure the accuracy change with less sampling noise"}
+
+        def top1(predict, x, y):
+            return float(np.mean(np.argmax(predict(x).reshape(len(y), -1), axis=1) == y))
+
+        def score(predict, keras_layout=False, head_predict=None, extra=False, _x=x_eval, _xk=x_eval_k, _y=y):
+            out = {"accuracy": top1(predict, _xk if keras_layout else _x, _y)}
+            if extra and big is not None:
+                out[extra_metric] = top1(predict, big[1] if keras_layout else big[0], big[2])
+            return out
+
     return Case(name, d, meta, d / meta["files"]["onnx"], keras, calib, calib_k, x_eval, x_eval_k, metric,
-                score, notes)
+                score, notes, head, extra_metric, extra_rows)
 
 
-def _pair_scorer(d: Path, models_dir: Path, data: dict, eval_count: int | None):
-    from models import deepsets, zoo
+def _head(models_dir: Path, calib_count: int | None) -> Head:
+    from models import zoo
+
+    d = zoo.model_dir("policy_head", models_dir)
+    meta = zoo.load_meta("policy_head", models_dir)
+    data = zoo.load_data("policy_head", models_dir)
+    io = meta["inputs"][0]
+    kio = (meta.get("keras") or {}).get("inputs", [io])[0]
+    keras = d / meta["files"]["keras"] if "keras" in meta.get("files", {}) else None
+    onnx = d / meta["files"]["onnx"]
+    return Head(onnx, keras, data[io["calib_key"]][:calib_count],
+                data[kio["calib_key"]][:calib_count] if keras else None,
+                qtc_predict(_load_graph(onnx), quantized=False))
+
+
+def _pair_scorer(d: Path, data: dict, eval_count: int | None, head: Head, extra_samples: bool):
+    from models import deepsets
+
+    from qtc.eval.metrics import cosine
 
     with np.load(d / "scenes_eval.npz", allow_pickle=False) as z:
         scenes = {k: z[k][:eval_count] for k in z.files}
-    head_dir = zoo.model_dir("policy_head", models_dir)
-    head_meta = zoo.load_meta("policy_head", models_dir)
-    head = qtc_predict(_load_graph(head_dir / head_meta["files"]["onnx"]), quantized=False)
+    big = deepsets.make_scenes(BIG_SCENES, BIG_SEED) if extra_samples else None
     x_emb, y_emb = data["x_eval"][:eval_count], data["y_eval"][:eval_count]
 
-    def score(predict, keras_layout=False):
-        res = deepsets.evaluate_pair(predict, head, scenes)
-        emb = predict(x_emb)
-        from qtc.eval.metrics import cosine
-
-        return {"pair_action_accuracy": res["accuracy"], "pair_success_rate": res["success_rate"],
-                "embedding_cosine": cosine(y_emb, emb)}
+    def score(predict, keras_layout=False, head_predict=None, extra=False):
+        res = deepsets.evaluate_pair(predict, head.float_predict, scenes)
+        out = {"pair_action_accuracy": res["accuracy"], "pair_success_rate": res["success_rate"],
+               "embedding_cosine": cosine(y_emb, predict(x_emb))}
+        if head_predict is not None:
+            out["quantized_pair_action_accuracy"] = deepsets.evaluate_pair(predict, head_predict, scenes)["accuracy"]
+        if big is not None and extra:
+            out[f"pair_action_accuracy_{BIG_SCENES // 1000}k"] = deepsets.evaluate_pair(
+                predict, head.float_predict, big)["accuracy"]
+            if head_predict is not None:
+                out[f"quantized_pair_action_accuracy_{BIG_SCENES // 1000}k"] = deepsets.evaluate_pair(
+                    predict, head_predict, big)["accuracy"]
+        return out
 
     notes = {"metric": "Deep Sets pair action accuracy: quantized encoder + float policy_head (qtc float "
                        "interpreter) on scenes_eval.npz (models.deepsets.evaluate_pair)",
+             "quantized_pair_action_accuracy": "encoder and policy_head both quantized by the same tool and "
+                                               "settings (the head on its own calibration split)",
              "scenes": int(len(scenes["labels"])), "peers_encoded": int(scenes["mask"].sum()),
              "embedding_cosine": "cosine of all encoder outputs vs the float torch embeddings y_eval on x_eval"}
+    if big is not None:
+        notes["extra_samples"] = {"count": BIG_SCENES, "seed": BIG_SEED, "peers_encoded": int(big["mask"].sum()),
+                               "what": "models.deepsets.make_scenes(count, seed): scenes no model saw, to "
+                                       "measure the accuracy change with less sampling noise"}
     return score, "pair_action_accuracy", notes
 
 
@@ -167,22 +254,44 @@ def qtc_configs(bits: list[str], adaround) -> list[tuple[str, dict]]:
     for b in bits:
         w, a = BITS[b]
         for m in QTC_METHODS:
-            out.append((f"qtc-{m}-{b}", {"method": m, "wbits": w, "abits": a}))
+            kw = {"method": m, "wbits": w, "abits": a}
+            if m == "auto":
+                kw["weight_method"] = "auto"
+            out.append((f"qtc-{m}-{b}", kw))
         if adaround:
-            out.append((f"qtc-mse+adaround-{b}", {"method": "mse", "wbits": w, "abits": a, "adaround": adaround}))
+            out.append((f"qtc-auto+adaround-{b}", {"method": "auto", "weight_method": "auto", "wbits": w, "abits": a,
+                                                    "adaround": adaround}))
     return out
 
 
-def run_qtc(case: Case, fg, label: str, kw: dict) -> dict:
+def _quantize(fg, calib: np.ndarray, kw: dict):
     from qtc.passes.quantize import quantize
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        qg = quantize(fg, {fg.inputs[0]: case.calib}, target="host", progress=False, **kw)
-    res = case.score(qtc_predict(qg, quantized=True), False)
+        return quantize(fg, {fg.inputs[0]: calib}, target="host", progress=False, **kw)
+
+
+def _extra(case: Case, label: str) -> bool:
+    return case.extra_metric is not None and (case.extra_rows is None or label in case.extra_rows)
+
+
+def run_qtc(case: Case, fg, label: str, kw: dict) -> dict:
+    qg = _quantize(fg, case.calib, kw)
+    head = None
+    if case.head is not None and not kw.get("int16"):  # the int16 row is an encoder-only diagnostic
+        head = qtc_predict(_quantize(_load_graph(case.head.onnx), case.head.calib, kw), quantized=True)
+    res = case.score(qtc_predict(qg, quantized=True), False, head, _extra(case, label))
     meta = qg.metadata.get("quantization", {})
-    return {**res, "tool": "qtc", "method": kw["method"] + ("+adaround" if kw.get("adaround") else ""),
-            "wbits": kw["wbits"], "abits": kw["abits"], "float_nodes": len(meta.get("float_nodes") or [])}
+    out = {**res, "tool": "qtc", "method": kw["method"] + ("+adaround" if kw.get("adaround") else ""),
+           "weight_method": meta.get("weight_method"), "wbits": kw["wbits"], "abits": kw["abits"],
+           "float_nodes": len(meta.get("float_nodes") or [])}
+    if kw.get("int16"):
+        out["int16"] = list(kw["int16"])
+    if meta.get("auto"):
+        a = meta["auto"]
+        out["auto"] = {k: a[k] for k in ("choices", "weight_method", "error", "scored_samples")}
+    return out
 
 
 def run_ort(case: Case, label: str, method: str, tmp: Path) -> dict:
@@ -190,8 +299,13 @@ def run_ort(case: Case, label: str, method: str, tmp: Path) -> dict:
 
     path = tmp / f"{case.name}_{label}.onnx"
     rec = quantize_ort(case.onnx, case.calib, path, method)
-    return {**case.score(ort_predict(path), False), "tool": "onnxruntime", "method": method, "wbits": 8,
-            "abits": 8, "how": rec}
+    head = None
+    if case.head is not None:
+        hpath = tmp / f"{case.name}_{label}_head.onnx"
+        quantize_ort(case.head.onnx, case.head.calib, hpath, method)
+        head = ort_predict(hpath)
+    res = case.score(ort_predict(path), False, head, _extra(case, label))
+    return {**res, "tool": "onnxruntime", "method": method, "wbits": 8, "abits": 8, "how": rec}
 
 
 def run_tflite(case: Case) -> dict:
@@ -200,10 +314,19 @@ def run_tflite(case: Case) -> dict:
     if case.keras is None:
         raise QtcError(f"{case.name} has no tf_keras twin", where="bench", hint="skip the tflite peer for it")
     blob = convert_int8(case.keras, case.calib_keras)
-    return {**case.score(litert_predict(blob), True), "tool": "tflite-converter", "method": "representative dataset",
-            "wbits": 8, "abits": 8,
+    head = None
+    if case.head is not None and case.head.keras is not None:
+        head = litert_predict(convert_int8(case.head.keras, case.head.calib_keras))
+    return {**case.score(litert_predict(blob), True, head, _extra(case, "tflite-int8")), "tool": "tflite-converter",
+            "method": "representative dataset", "wbits": 8, "abits": 8,
             "how": {"converter": "TFLiteConverter.from_keras_model, Optimize.DEFAULT, TFLITE_BUILTINS_INT8, "
                                  "int8 in/out", "runtime": "LiteRT BUILTIN_REF"}}
+
+
+def _first_layer(fg) -> str:
+    from qtc.passes.quantize.layers import LAYER_OPS
+
+    return next(n.name for n in fg.nodes if n.op in LAYER_OPS)
 
 
 def bench_model(case: Case, peers: list[str], bits: list[str], adaround, log=print) -> dict:
@@ -219,11 +342,13 @@ def bench_model(case: Case, peers: list[str], bits: list[str], adaround, log=pri
         dt = time.perf_counter() - t0
         r = results[label]
         shown = r.get(case.metric)
-        log(f"  {case.name:<13} {label:<26} {case.metric} "
+        log(f"  {case.name:<13} {label:<28} {case.metric} "
             f"{'error: ' + r['error'] if 'error' in r else f'{shown:.4f}'}  ({dt:.1f} s)")
 
     fg = _load_graph(case.onnx)
-    timed("float", lambda: {**case.score(qtc_predict(fg, quantized=False), False), "tool": "qtc float interpreter"})
+    timed("float", lambda: {**case.score(qtc_predict(fg, quantized=False), False,
+                                         case.head.float_predict if case.head else None, _extra(case, "float")),
+                            "tool": "qtc float interpreter"})
     if "tflite" in peers and case.keras is not None:
         timed("tflite-int8", lambda: run_tflite(case))
     if "ort" in peers:
@@ -232,8 +357,12 @@ def bench_model(case: Case, peers: list[str], bits: list[str], adaround, log=pri
                 timed(label, lambda label=label, method=method: run_ort(case, label, method, Path(tmp)))
     for label, kw in qtc_configs(bits, adaround):
         timed(label, lambda label=label, kw=kw: run_qtc(case, fg, label, kw))
-    return {"metric": case.metric, "calib_samples": int(len(case.calib)), "eval_samples": int(len(case.x_eval)),
-            "notes": case.notes, "results": results}
+    if case.head is not None and "w8a8" in bits:  # where peer_encoder's W8A8 loss comes from
+        kw = {"method": "auto", "weight_method": "auto", "wbits": 8, "abits": 8, "mode": "mixed",
+              "int16": [fg.inputs[0], "=" + _first_layer(fg)]}
+        timed(INT16_ROW, lambda: run_qtc(case, fg, INT16_ROW, kw))
+    return {"metric": case.metric, "extra_metric": case.extra_metric, "calib_samples": int(len(case.calib)),
+            "eval_samples": int(len(case.x_eval)), "notes": case.notes, "results": results}
 
 
 class _quiet_stdout:
@@ -248,6 +377,47 @@ class _quiet_stdout:
 
     def __exit__(self, *exc):
         return self._cm.__exit__(*exc)
+
+
+# --------------------------------------------------------------------------- verdicts
+def _value(res: dict, label: str, metric: str) -> float | None:
+    r = res.get(label)
+    return None if r is None or "error" in r or metric not in r else float(r[metric])
+
+
+def verdicts(model: dict) -> dict:
+    """The issue's acceptance criteria for one model's results (losses in accuracy units, 0.005 = 0.5 points)."""
+    res, metric = model["results"], model["metric"]
+    flt, best = _value(res, "float", metric), _value(res, BEST, metric)
+    out: dict = {"best_label": BEST}
+    peers = {k: _value(res, k, metric) for k in PEER_ROWS if _value(res, k, metric) is not None}
+    if flt is not None and best is not None:
+        loss = round(flt - best, 6)
+        w8 = {"float": flt, "best": best, "loss": loss, "ok_loss": loss <= CRITERIA["w8a8_max_loss"] + 1e-9}
+        if peers:
+            peer = max(peers, key=peers.get)
+            behind = round(peers[peer] - best, 6)
+            w8.update({"best_peer": peer, "best_peer_value": peers[peer], "behind_best_peer": behind,
+                       "ok_vs_peer": behind <= CRITERIA["w8a8_max_behind_best_peer"] + 1e-9})
+        w8["pass"] = bool(w8["ok_loss"] and w8.get("ok_vs_peer", True))
+        out["w8a8"] = w8
+        xm = model.get("extra_metric")
+        xf, xb = (_value(res, "float", xm), _value(res, BEST, xm)) if xm else (None, None)
+        if xf is not None and xb is not None:  # the same criteria on the extra samples: a diagnostic
+            xp = {k: _value(res, k, xm) for k in PEER_ROWS if _value(res, k, xm) is not None}
+            diag = {"metric": xm, "float": xf, "best": xb, "loss": round(xf - xb, 6)}
+            if xp:
+                peer = max(xp, key=xp.get)
+                diag.update({"best_peer": peer, "best_peer_value": xp[peer],
+                             "behind_best_peer": round(xp[peer] - xb, 6)})
+            out["w8a8_extra_samples"] = diag
+    mm, ada = _value(res, MINMAX_W4A8, metric), _value(res, ADA_W4A8, metric)
+    if flt is not None and mm is not None and ada is not None:
+        ada_loss, mm_loss = round(flt - ada, 6), round(flt - mm, 6)
+        out["w4a8"] = {"minmax": mm, "adaround": ada, "minmax_loss": mm_loss, "adaround_loss": ada_loss,
+                       "pass": ada_loss <= CRITERIA["w4a8_adaround_max_loss"] + 1e-9,
+                       "minmax_loses_clearly_more": mm_loss - ada_loss >= CRITERIA["w4a8_minmax_clearly_more"]}
+    return out
 
 
 # --------------------------------------------------------------------------- output
@@ -275,6 +445,29 @@ def table(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def verdict_lines(doc: dict) -> list[str]:
+    lines = []
+    for name, m in doc["models"].items():
+        v = m.get("verdicts", {})
+        w8, w4 = v.get("w8a8"), v.get("w4a8")
+        if w8:
+            peer = (f", {_behind(w8['behind_best_peer'])} {w8['best_peer']}" if "best_peer" in w8 else "")
+            lines.append(f"{name:<13} W8A8 {BEST}: loss {w8['loss'] * 100:.2f} pt{peer} -> "
+                         f"{'PASS' if w8['pass'] else 'FAIL'}")
+        x = v.get("w8a8_extra_samples")
+        if x:
+            peer = f", {_behind(x['behind_best_peer'])} {x['best_peer']}" if "best_peer" in x else ""
+            lines.append(f"{'':<13}   (diagnostic, {x['metric']}: loss {x['loss'] * 100:.2f} pt{peer})")
+        if w4:
+            lines.append(f"{name:<13} W4A8 AdaRound loss {w4['adaround_loss'] * 100:.2f} pt (min-max "
+                         f"{w4['minmax_loss'] * 100:.2f} pt) -> {'PASS' if w4['pass'] else 'FAIL'}")
+    return lines
+
+
+def _behind(d: float) -> str:
+    return f"{abs(d) * 100:.2f} pt {'behind' if d > 0 else 'ahead of'}"
+
+
 def _versions(peers: list[str]) -> dict:
     import qtc
 
@@ -292,7 +485,7 @@ def _versions(peers: list[str]) -> dict:
 
 def run_bench(models: list[str], models_dir: Path, *, calib_count: int | None = None, eval_count: int | None = None,
               peers: list[str] = list(PEERS), bits: list[str] = list(BITS), adaround: bool | dict = True,
-              log=print) -> dict:
+              extra_samples: bool = True, log=print) -> dict:
     """Every model × config; ``adaround`` True (qtc's defaults), a dict of AdaRound settings, or False."""
     for p in peers:
         if p not in PEERS:
@@ -302,11 +495,13 @@ def run_bench(models: list[str], models_dir: Path, *, calib_count: int | None = 
             raise QtcError(f"unknown bit widths {b!r}", hint=f"use {', '.join(BITS)}")
     ada = adaround if (adaround is not False and _adaround_available()) else False
     doc = {"schema": SCHEMA, "versions": _versions(peers), "calib_count": calib_count, "eval_count": eval_count,
-           "adaround": ada if not isinstance(ada, dict) else {"settings": ada}, "models": {}}
+           "adaround": ada if not isinstance(ada, dict) else {"settings": ada}, "best": BEST,
+           "criteria": CRITERIA, "models": {}}
     for name in models:
-        case = load_case(name, models_dir, calib_count, eval_count)
+        case = load_case(name, models_dir, calib_count, eval_count, extra_samples)
         log(f"{name}: {len(case.calib)} calibration / {len(case.x_eval)} eval samples ({case.metric})")
         doc["models"][name] = bench_model(case, peers, bits, ada, log=log)
+        doc["models"][name]["verdicts"] = verdicts(doc["models"][name])
     return doc
 
 
@@ -320,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bits", default=",".join(BITS), help="comma-separated qtc bit widths")
     ap.add_argument("--no-adaround", action="store_true", help="skip the qtc AdaRound rows")
     ap.add_argument("--adaround-iters", type=int, default=None, help="AdaRound iterations per layer (qtc default)")
+    ap.add_argument("--no-extra-samples", action="store_true",
+                    help=f"skip the extra generated samples (peer_encoder {BIG_SCENES} scenes, ts_cnn "
+                         f"{BIG_WAVEFORMS} waveforms)")
     ap.add_argument("--out", type=Path, default=Path("bench/results/ptq_vs_peers.json"))
     args = ap.parse_args(argv)
     split = lambda s: [x for x in s.split(",") if x]  # noqa: E731
@@ -328,7 +526,8 @@ def main(argv: list[str] | None = None) -> int:
         doc = run_bench(split(args.models), args.models_dir, calib_count=args.calib_count,
                         eval_count=args.eval_count, peers=split(args.peers), bits=split(args.bits),
                         adaround=False if args.no_adaround else
-                        ({"iters": args.adaround_iters} if args.adaround_iters else True))
+                        ({"iters": args.adaround_iters} if args.adaround_iters else True),
+                        extra_samples=not args.no_extra_samples)
         from qtc.atomic import save_json
         from qtc.eval.report import clean_json
 
@@ -338,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     print()
     print(table(doc))
+    print()
+    print("\n".join(verdict_lines(doc)))
     print(f"\nwrote {args.out} ({time.perf_counter() - t0:.0f} s)")
     return 0
 

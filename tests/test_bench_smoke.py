@@ -80,7 +80,7 @@ def test_ort_entropy_cache_and_overrides_give_the_same_model(tmp_path, tiny_onnx
 
 
 def test_bench_small_model_end_to_end(tmp_path, example_models_dir):
-    """policy_head with 64 calibration / 100 eval samples, every peer, W8A8 and W4A4 (~15-25 s on 2 cores)."""
+    """policy_head with 64 calibration / 100 eval samples, every peer, W8A8 and W4A4 (~20-30 s on 2 cores)."""
     from bench import ptq_vs_peers as B
 
     out = tmp_path / "res.json"
@@ -95,8 +95,13 @@ def test_bench_small_model_end_to_end(tmp_path, example_models_dir):
     expected = {"float", "tflite-int8", *B.ORT_METHODS,
                 *(f"qtc-{k}-{b}" for k in B.QTC_METHODS for b in ("w8a8", "w4a4"))}
     if doc["adaround"]:
-        expected |= {"qtc-mse+adaround-w8a8", "qtc-mse+adaround-w4a4"}
+        expected |= {"qtc-auto+adaround-w8a8", "qtc-auto+adaround-w4a4"}
     assert set(res) == expected
+    assert res["qtc-auto-w8a8"]["auto"]["scored_samples"] == 64  # chosen on the calibration samples only
+    v = m["verdicts"]
+    assert v["best_label"] == B.BEST and v["w8a8"]["float"] == res["float"]["accuracy"]
+    assert v["w8a8"]["loss"] == pytest.approx(res["float"]["accuracy"] - res[B.BEST]["accuracy"])
+    assert "w4a8" not in v  # no W4A8 rows were run
     for label, r in res.items():
         assert "error" not in r, (label, r)
         assert 0.0 <= r["accuracy"] <= 1.0

@@ -51,8 +51,8 @@ def calibrate_cmd(model, data, calib_count, eval_count, seed, out_dir, quiet):
 @click.command("quantize")
 @click.argument("model", type=click.Path(exists=True))
 @click.option("--target", "target", default="host", show_default=True, help="target name or YAML file")
-@click.option("--method", type=click.Choice(["minmax", "ema", "percentile", "entropy", "mse"]), default="minmax",
-              show_default=True, help="activation calibration method")
+@click.option("--method", type=click.Choice(["minmax", "ema", "percentile", "entropy", "mse", "auto"]), default="minmax",
+              show_default=True, help="activation calibration method (auto: per tensor, scored on the calibration split)")
 @click.option("--percentile", type=float, default=None, help="percentile for --method percentile (default 99.99)")
 @click.option("--wbits", type=click.IntRange(2, 8), default=None, help="weight bits 8/4/2 (default: target's)")
 @click.option("--abits", type=click.IntRange(4, 8), default=None, help="activation bits 8/4 (default: target's)")
@@ -60,7 +60,7 @@ def calibrate_cmd(model, data, calib_count, eval_count, seed, out_dir, quiet):
 @click.option("--keep-float", "keep_float", multiple=True, help="node name or scope prefix to keep in float (repeat)")
 @click.option("--int16", "int16", multiple=True, help="node/tensor to quantize to int16 activations (repeat)")
 @click.option("--per-channel/--per-tensor", "per_channel", default=None, help="weights granularity (default: target's)")
-@click.option("--weight-method", type=click.Choice(["minmax", "mse"]), default="minmax", show_default=True)
+@click.option("--weight-method", type=click.Choice(["minmax", "mse", "auto"]), default="minmax", show_default=True)
 @click.option("--calib", "calib", multiple=True, type=click.Path(exists=True),
               help="quant_dataset_<input>.npy (one per input) or the calibrate output folder")
 @click.option("--equalize", is_flag=True, help="cross-layer equalization of the float model first (DFQ)")
@@ -181,7 +181,7 @@ def _fraction(text: str) -> float:
               help="quant_dataset_<input>.npy (one per input) or the calibrate output folder")
 @click.option("--target", "target", default="host", show_default=True, help="target name or YAML file")
 @click.option("--method", type=click.Choice(["minmax", "ema", "percentile", "entropy", "mse"]), default="minmax",
-              show_default=True, help="activation calibration method")
+              show_default=True, help="activation calibration method (auto: per tensor, scored on the calibration split)")
 @click.option("--wbits", type=click.IntRange(2, 8), default=None, help="weight bits 8/4/2 (default: target's)")
 @click.option("--abits", type=click.IntRange(4, 8), default=None, help="activation bits 8/4 (default: target's)")
 @click.option("--per-channel/--per-tensor", "per_channel", default=None, help="weights granularity (default: target's)")

@@ -1,10 +1,12 @@
-"""Post-training quantization: calibration data, streaming observers, the quantize pass, target checks,
+"""Post-training quantization: calibration data, streaming observers, the quantize pass (``method="auto"``
+chooses ranges per tensor on the calibration data), target checks,
 better-than-min-max refinements (CLE, bias correction, AdaRound) and per-layer sensitivity.
 
 Public API::
 
     from qtc.passes.quantize import quantize, check, make_dataset, rank_layers, propose
     qg = quantize(g, {"x": calib}, target="esp32", method="entropy")
+    qg = quantize(g, {"x": calib}, method="auto", weight_method="auto", adaround=True)  # qtc's best W8A8 recipe
     qg = quantize(g, {"x": calib}, wbits=4, equalize=True, bias_correction=True, adaround={"iters": 1000})
     for v in check(qg, "ti-npu"): print(v.line())
     cg, ranking = rank_layers(g, {"x": calib}, wbits=4)

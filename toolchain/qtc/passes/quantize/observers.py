@@ -345,6 +345,27 @@ class MSEObserver(HistogramObserver):
                 "min_fraction": self.min_fraction}
 
 
+HISTOGRAM_METHODS = ("minmax", "percentile", "entropy", "mse")  # methods a histogram's data can answer
+
+
+def histogram_view(method: str, hist: HistogramObserver, **settings) -> Observer:
+    """The ``method`` observer holding ``hist``'s data (same counts, min and max): no second pass.
+
+    ``method`` is one of :data:`HISTOGRAM_METHODS`; a histogram method's ``bins`` must be ``hist``'s.
+    """
+    if method not in HISTOGRAM_METHODS:
+        raise QtcError(f"calibration method {method!r} cannot be read from a histogram",
+                       hint=f"use one of: {', '.join(HISTOGRAM_METHODS)}")
+    obs = make_observer(method) if method == "minmax" else make_observer(method, **{"bins": hist.bins, **settings})
+    if isinstance(obs, HistogramObserver):
+        if obs.bins != hist.bins:
+            raise QtcError(f"{method} observer has {obs.bins} bins, the shared histogram {hist.bins}",
+                           hint="give the same 'bins' setting to every method")
+        obs.hist, obs.radius, obs._zeros_pending = hist.hist.copy(), hist.radius, hist._zeros_pending
+    obs.lo, obs.hi = hist.lo, hist.hi
+    return obs
+
+
 def make_observer(method: str, **settings) -> Observer:
     """An activation observer by method name; ``settings`` go to its constructor."""
     classes = {"minmax": MinMaxObserver, "ema": MovingAverageMinMaxObserver,

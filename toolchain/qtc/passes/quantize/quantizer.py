@@ -26,6 +26,8 @@ Nodes with no integer kernel, ops the target runs in float (``float_ops``)
 and fixed-zero-point ops on symmetric targets stay float in every mode; each
 is listed with its reason in the metadata.
 
+``method="auto"`` picks each activation tensor's range method by the
+quantized outputs' error on the calibration samples (:mod:`.select`).
 Optional refinements (better than min-max): cross-layer equalization of the
 float graph before calibration (:mod:`.equalize`); AdaRound and bias
 correction on the built graph, layer by layer (:mod:`.refine`).
@@ -48,11 +50,13 @@ from .builder import FIXED_OUTPUT, SAME_PARAMS_OPS, Builder, QuantizeWarning  # 
 from .calibrate import _layout, calibration_hash, run_calibration
 from .constraints import WEIGHTED_OPS, QuantSpec, spec_for
 from .equalize import equalize as _equalize
-from .observers import METHODS, Observer, RangeSpec, make_observer
+from .observers import HISTOGRAM_METHODS, METHODS, Observer, RangeSpec, make_observer
 from .params import activation_params
 from .refine import refine
+from .select import WEIGHT_METHODS, select
 
 MODES = ("static", "dynamic", "mixed")
+AUTO = "auto"
 _SEPARATORS = "/.:"
 
 
@@ -154,6 +158,43 @@ def _adaround_config(adaround) -> AdaRoundConfig | None:
     return cfg
 
 
+def _param_fn(observers: dict[str, Observer], spec: QuantSpec, int16_tensors: set[str], graph_name: str):
+    """Tensor name → a copy of its activation params from its observer (cached)."""
+    cache: dict[str, QuantParams] = {}
+
+    def act_params(name: str) -> QuantParams:
+        if name not in cache:
+            obs = observers.get(name)
+            if obs is None:
+                raise QtcError(f"no observed range for tensor {name!r}", where=f"graph {graph_name}",
+                               hint="this is a qtc bug: the tensor should have been calibrated")
+            if name in int16_tensors:
+                lo, hi = obs.range(RangeSpec(16, True, spec.power_of_two))
+                cache[name] = activation_params(lo, hi, bits=16, symmetric=True, power_of_two=spec.power_of_two)
+            else:
+                rs = RangeSpec(spec.abits, spec.act_symmetric, spec.power_of_two)
+                lo, hi = obs.range(rs)
+                cache[name] = activation_params(lo, hi, bits=spec.abits, symmetric=spec.act_symmetric,
+                                                power_of_two=spec.power_of_two)
+        return copy.deepcopy(cache[name])
+
+    return act_params
+
+
+def _build(g: Graph, spec: QuantSpec, act_params, int_nodes: set[str], dynamic_nodes: set[str],
+           weight_method: str) -> tuple[Graph, Builder]:
+    """The quantized graph built from a copy of float graph ``g`` (``g`` is not modified)."""
+    qg = g.copy()
+    b = Builder(qg, spec, act_params, int_nodes, dynamic_nodes, weight_method)
+    b.inputs()
+    for n in list(qg.nodes):
+        b.node(n)
+    qg.nodes = b.nodes
+    qg.remove_unused_tensors()
+    validate(qg)
+    return qg, b
+
+
 def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="host", method: str = "minmax",
              wbits: int = 8, abits: int = 8, mode: str = "static", keep_float: Iterable[str] = (),
              int16: Iterable[str] = (), per_channel: bool | None = None, *,
@@ -167,6 +208,12 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
     names or scope prefixes (``=name`` for an exact name).  ``seed`` is
     recorded (the dataset's split seed).  The input graph is not modified.
 
+    ``method="auto"`` chooses each activation tensor's range method (minmax,
+    percentile, entropy or mse) and ``weight_method="auto"`` the weights'
+    clipping (minmax or mse) by the error of the quantized model's outputs
+    against the float model's on the calibration samples (:mod:`.select`);
+    the choices are recorded in the metadata (``auto``).
+
     Better than min-max (each recorded in the metadata):
     ``equalize`` cross-layer equalization of the float graph first (:mod:`.equalize`);
     ``adaround`` learned rounding of the weights (True, a dict of
@@ -177,10 +224,20 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
     """
     if mode not in MODES:
         raise QtcError(f"unknown mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
-    if method not in METHODS:
-        raise QtcError(f"unknown calibration method {method!r}", hint=f"use one of: {', '.join(METHODS)}")
-    if weight_method not in ("minmax", "mse"):
-        raise QtcError(f"unknown weight method {weight_method!r}", hint="use minmax or mse")
+    if method not in (*METHODS, AUTO):
+        raise QtcError(f"unknown calibration method {method!r}", hint=f"use one of: {', '.join((*METHODS, AUTO))}")
+    if weight_method not in (*WEIGHT_METHODS, AUTO):
+        raise QtcError(f"unknown weight method {weight_method!r}", hint="use minmax, mse or auto")
+    choosing = AUTO in (method, weight_method)
+    if choosing and mode == "dynamic":
+        raise QtcError("automatic method choice needs integer activations; dynamic mode has none",
+                       hint="use --mode static or mixed, or name the methods")
+    if choosing and method not in (*HISTOGRAM_METHODS, AUTO):
+        raise QtcError(f"weight_method='auto' cannot be combined with method {method!r}",
+                       hint=f"use one of: {', '.join((*HISTOGRAM_METHODS, AUTO))}")
+    if method == AUTO and observer_settings and set(observer_settings) - {"bins"}:
+        raise QtcError(f"observer settings {sorted(observer_settings)} need a named method, not 'auto'",
+                       hint="drop the settings or pick the method (e.g. --method percentile --percentile 99.9)")
     if graph.is_quantized or any(n.op in ("Quantize", "Dequantize") for n in graph.nodes):
         raise QtcError("the graph is already quantized", where=f"graph {graph.name}",
                        hint="quantize the float model (re-import it without quantization)")
@@ -206,47 +263,36 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
     int_nodes, float_nodes = _placement(g, spec, mode, keep_nodes)
     observer_settings = dict(observer_settings or {})
 
+    dynamic_nodes = {n.name for n in g.nodes if n.name not in keep_nodes} if mode == "dynamic" else set()
+
     observers: dict[str, Observer] = {}
     calib_meta: dict = {"samples": 0}
+    auto_meta = None
     if int_nodes:
         if not calib_inputs:
             raise QtcError("static quantization needs calibration data", where=f"graph {g.name}",
                            hint="pass --calib quant_dataset_<input>.npy (from 'qtc calibrate'), or use --mode dynamic")
         names = _observed_tensors(g, int_nodes)
-        observers = {name: make_observer(method, **observer_settings) for name in names}
-        calib_meta = run_calibration(g, calib_inputs, observers, progress=progress)
+        if choosing:
+            observers, weight_method, calib_meta, auto_meta = select(
+                g, calib_inputs, names, methods=HISTOGRAM_METHODS if method == AUTO else (method,),
+                weight_methods=WEIGHT_METHODS if weight_method == AUTO else (weight_method,),
+                settings=observer_settings, progress=progress,
+                param_fn=lambda obs: _param_fn(obs, spec, int16_tensors, g.name),
+                build=lambda params, wm: _build(g, spec, params, int_nodes, dynamic_nodes, wm)[0])
+        else:
+            observers = {name: make_observer(method, **observer_settings) for name in names}
+            calib_meta = run_calibration(g, calib_inputs, observers, progress=progress)
         calib_meta["sha256"] = calibration_hash({k: np.asarray(calib_inputs[k]) for k in g.inputs})
     elif calib_inputs and (ada_cfg is not None or bias_correction):  # dynamic mode: refinement data only
         calib_meta = {"samples": int(_layout(g, calib_inputs)[0]),
                       "sha256": calibration_hash({k: np.asarray(calib_inputs[k]) for k in g.inputs})}
 
-    cache: dict[str, QuantParams] = {}
-
-    def act_params(name: str) -> QuantParams:
-        if name not in cache:
-            obs = observers.get(name)
-            if obs is None:
-                raise QtcError(f"no observed range for tensor {name!r}", where=f"graph {g.name}",
-                               hint="this is a qtc bug: the tensor should have been calibrated")
-            if name in int16_tensors:
-                lo, hi = obs.range(RangeSpec(16, True, spec.power_of_two))
-                cache[name] = activation_params(lo, hi, bits=16, symmetric=True, power_of_two=spec.power_of_two)
-            else:
-                rs = RangeSpec(spec.abits, spec.act_symmetric, spec.power_of_two)
-                lo, hi = obs.range(rs)
-                cache[name] = activation_params(lo, hi, bits=spec.abits, symmetric=spec.act_symmetric,
-                                                power_of_two=spec.power_of_two)
-        return copy.deepcopy(cache[name])
-
-    dynamic_nodes = {n.name for n in g.nodes if n.name not in keep_nodes} if mode == "dynamic" else set()
-    fg = g.copy() if (ada_cfg is not None or bias_correction) else None
-    b = Builder(g, spec, act_params, int_nodes, dynamic_nodes, weight_method)
-    b.inputs()
-    for n in list(g.nodes):
-        b.node(n)
-    g.nodes = b.nodes
-    g.remove_unused_tensors()
-    validate(g)
+    if weight_method == AUTO:  # nothing was calibrated (no integer node): no weight to choose for
+        weight_method = WEIGHT_METHODS[0]
+    fg = g if (ada_cfg is not None or bias_correction) else None
+    g, b = _build(g, spec, _param_fn(observers, spec, int16_tensors, g.name), int_nodes, dynamic_nodes,
+                  weight_method)
     refine_meta = None
     if fg is not None:
         refine_meta = refine(g, fg, calib_inputs, spec, adaround_cfg=ada_cfg, bias_correction=bias_correction,
@@ -260,7 +306,7 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
         "scheme": "tflite-int8" if mode != "dynamic" else "dynamic-int8-weights",
         "mode": mode,
         "method": method,
-        "observer": sample_obs.settings() if sample_obs is not None else None,
+        "observer": sample_obs.settings() if sample_obs is not None and method != AUTO else None,
         "weight_method": weight_method,
         "wbits": spec.wbits,
         "abits": spec.abits,
@@ -274,6 +320,7 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
         "canonicalized": bool(canonicalize),
         "weights": "symmetric narrow-range, axis 0" if spec.per_channel else "symmetric narrow-range, per-tensor",
         "equalization": eq_meta,
+        "auto": auto_meta,
         "adaround": None if ada_cfg is None else {**ada_cfg.to_json(), "layers": [
             {"node": r["node"], **r["adaround"]} for r in refine_meta["layers"] if "adaround" in r]},
         "bias_correction": None if not bias_correction else {"layers": [
