@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import ModelFormatError, QtcError, ShapeError, UnsupportedOpError
 from ..ir.graph import Graph
 from ..ir.validate import infer_shapes, validate
+from ..ops._util import same_pads
 
 _FUSABLE = {"Conv1D", "Conv2D", "FullyConnected", "Add", "Sub", "Mul", "MaxPool", "AvgPool"}
 _IDENTITY_LAYERS = {"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
@@ -250,14 +251,7 @@ def _same_pads(in_sp, kernel, strides, dilations, padding: str) -> list[int]:
         return [0] * (2 * n)
     if padding == "causal":
         return [(kernel[0] - 1) * dilations[0], 0]
-    begins, ends = [], []
-    for size, k, s, d in zip(in_sp, kernel, strides, dilations):
-        eff = (k - 1) * d + 1
-        out = (size + s - 1) // s
-        total = max((out - 1) * s + eff - size, 0)
-        begins.append(total // 2)
-        ends.append(total - total // 2)
-    return begins + ends
+    return same_pads(in_sp, kernel, strides, dilations)
 
 
 def _tuple(v, n: int) -> list[int]:

@@ -40,6 +40,7 @@ from ..errors import ModelFormatError, QtcError, ShapeError, UnsupportedOpError
 from ..ir.graph import Graph
 from ..ir.tensor import QuantParams
 from ..ir.validate import infer_shapes, validate
+from ..ops._util import same_pads
 from ._builder import clean_name
 from .tflite_fold import apply_hints, fold_1d, fold_causal_pads, fold_fused, fold_requant, merge_clips
 
@@ -375,14 +376,7 @@ class _Importer:
         n = len(in_sp)
         if padding == _VALID:
             return [0] * (2 * n)
-        begins, ends = [], []
-        for size, k, s, d in zip(in_sp, kernel, strides, dilations):
-            eff = (k - 1) * d + 1
-            out = (size + s - 1) // s
-            total = max((out - 1) * s + eff - size, 0)
-            begins.append(total // 2)
-            ends.append(total - total // 2)
-        return begins + ends
+        return same_pads(in_sp, kernel, strides, dilations)
 
     # ------------------------------------------------------------ graph
     def run(self) -> Graph:

@@ -30,6 +30,18 @@ def make_shape(n: int, spatial: tuple[int, ...], c: int, channels_last: bool) ->
     return (n, *spatial, c) if channels_last else (n, c, *spatial)
 
 
+def same_pads(in_sp, kernel, strides, dilations) -> list[int]:
+    """ONNX-ordered pads [b0, b1, ..., e0, e1, ...] of TensorFlow's SAME padding (the odd pixel at the end)."""
+    begins, ends = [], []
+    for size, k, s, d in zip(in_sp, kernel, strides, dilations):
+        eff = (k - 1) * d + 1
+        out = (size + s - 1) // s
+        total = max((out - 1) * s + eff - size, 0)
+        begins.append(total // 2)
+        ends.append(total - total // 2)
+    return begins + ends
+
+
 def conv_out_size(size: int, k: int, stride: int, dilation: int, pad_begin: int, pad_end: int) -> int:
     return (size + pad_begin + pad_end - dilation * (k - 1) - 1) // stride + 1
 

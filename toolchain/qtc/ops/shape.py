@@ -38,7 +38,7 @@ class _Copy(OpDef):
 
     @classmethod
     def move(cls, node, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        raise TypeError(f"{cls.__name__} is abstract: a subclass defines this")
 
     @classmethod
     def run_float(cls, node, xs):

@@ -19,7 +19,7 @@ import numpy as np
 from ...errors import QtcError, UnsupportedOpError
 from ...ir.graph import Graph, Node
 from ...ir.tensor import QuantParams, Tensor
-from ...ops._util import same_qparams
+from ...ops._util import same_pads, same_qparams
 from .fb import ModelBuilder
 
 INT_DTYPES = ("int8", "int16", "uint8")
@@ -211,14 +211,7 @@ def tflite_pads(in_sp, kernel, strides, dilations, padding: int) -> list[int]:
     n = len(in_sp)
     if padding == VALID:
         return [0] * (2 * n)
-    begins, ends = [], []
-    for size, k, s, d in zip(in_sp, kernel, strides, dilations):
-        eff = (k - 1) * d + 1
-        out = (size + s - 1) // s
-        total = max((out - 1) * s + eff - size, 0)
-        begins.append(total // 2)
-        ends.append(total - total // 2)
-    return begins + ends
+    return same_pads(in_sp, kernel, strides, dilations)
 
 
 def tflite_out(size: int, k: int, s: int, d: int, padding: int) -> int:

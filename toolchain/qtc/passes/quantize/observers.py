@@ -53,10 +53,10 @@ class Observer:
     method = ""
 
     def update(self, x: np.ndarray) -> None:
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} is abstract: a subclass defines this")
 
     def range(self, spec: RangeSpec = RangeSpec()) -> tuple[float, float]:
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} is abstract: a subclass defines this")
 
     def settings(self) -> dict:
         return {"method": self.method}
