@@ -176,32 +176,12 @@ def _reshape_target(shape, target) -> tuple[int, ...]:
     return tuple(target)
 
 
-@register
-class Reshape(_Copy):
-    name = "Reshape"
-    ATTRS = {"shape": None}
-
-    @classmethod
-    def infer(cls, node, ins):
-        return [TensorSpec(_reshape_target(ins[0].shape, cls.attr(node, "shape")), _dtype(ins[0]))]
-
-    @classmethod
-    def move(cls, node, x):
-        return x.reshape(_reshape_target(x.shape, cls.attr(node, "shape")))
-
-
-@register
-class Flatten(_Copy):
-    name = "Flatten"
-    ATTRS = {"axis": 1}
+class _Reshaping(_Copy):
+    """A copy op whose output is the input reshaped to ``_target(node, shape)``."""
 
     @classmethod
     def _target(cls, node, shape):
-        axis = int(cls.attr(node, "axis"))
-        axis = axis + len(shape) if axis < 0 else axis
-        if not 0 <= axis <= len(shape):
-            raise ValueError(f"Flatten axis {axis} out of range for rank {len(shape)}")
-        return (int(np.prod(shape[:axis])), int(np.prod(shape[axis:])))
+        raise TypeError(f"{cls.__name__} is abstract: a subclass defines this")
 
     @classmethod
     def infer(cls, node, ins):
@@ -213,7 +193,31 @@ class Flatten(_Copy):
 
 
 @register
-class Squeeze(_Copy):
+class Reshape(_Reshaping):
+    name = "Reshape"
+    ATTRS = {"shape": None}
+
+    @classmethod
+    def _target(cls, node, shape):
+        return _reshape_target(shape, cls.attr(node, "shape"))
+
+
+@register
+class Flatten(_Reshaping):
+    name = "Flatten"
+    ATTRS = {"axis": 1}
+
+    @classmethod
+    def _target(cls, node, shape):
+        axis = int(cls.attr(node, "axis"))
+        axis = axis + len(shape) if axis < 0 else axis
+        if not 0 <= axis <= len(shape):
+            raise ValueError(f"Flatten axis {axis} out of range for rank {len(shape)}")
+        return (int(np.prod(shape[:axis])), int(np.prod(shape[axis:])))
+
+
+@register
+class Squeeze(_Reshaping):
     name = "Squeeze"
     ATTRS = {"axes": None}
 
@@ -228,17 +232,9 @@ class Squeeze(_Copy):
             raise ValueError(f"cannot squeeze axis {bad[0]} of size {shape[bad[0]]}")
         return tuple(d for i, d in enumerate(shape) if i not in axes)
 
-    @classmethod
-    def infer(cls, node, ins):
-        return [TensorSpec(cls._target(node, ins[0].shape), _dtype(ins[0]))]
-
-    @classmethod
-    def move(cls, node, x):
-        return x.reshape(cls._target(node, x.shape))
-
 
 @register
-class Unsqueeze(_Copy):
+class Unsqueeze(_Reshaping):
     """Insert size-1 dims; ``axes`` index the output (ONNX)."""
 
     name = "Unsqueeze"
@@ -253,14 +249,6 @@ class Unsqueeze(_Copy):
         for a in axes:
             out.insert(a, 1)
         return tuple(out)
-
-    @classmethod
-    def infer(cls, node, ins):
-        return [TensorSpec(cls._target(node, ins[0].shape), _dtype(ins[0]))]
-
-    @classmethod
-    def move(cls, node, x):
-        return x.reshape(cls._target(node, x.shape))
 
 
 @register
