@@ -25,6 +25,19 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 from qtc.ir import Graph, QuantParams  # noqa: E402
 
 
+def load_sibling(name: str):
+    """Import a sibling test module by path (works under any pytest import mode); cached."""
+    import importlib.util
+
+    key = f"_qtc_tests_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[key] = mod
+        spec.loader.exec_module(mod)
+    return sys.modules[key]
+
+
 def has_module(name: str) -> bool:
     """True when the module's file exists (a front end another change adds), without importing it."""
     import importlib.util

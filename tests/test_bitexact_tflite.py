@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,18 +26,11 @@ pytest.importorskip("ai_edge_litert")
 
 from qtc.eval.runtimes import compare_bitexact, compare_layerwise, format_layerwise, format_report  # noqa: E402
 from qtc.frontends.tflite import load_tflite  # noqa: E402
+from conftest import load_sibling  # noqa: E402
 
 N_SAMPLES = 100
 
 
-def load_sibling(name: str):
-    key = f"_qtc_tests_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[key] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[key]
 
 
 kc = load_sibling("test_frontend_keras")

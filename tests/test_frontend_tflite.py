@@ -6,8 +6,6 @@ and from tf.functions that exercise the converter's other builtins
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,17 +18,9 @@ pytest.importorskip("ai_edge_litert")
 from qtc.errors import ModelFormatError, UnsupportedOpError  # noqa: E402
 from qtc.eval.runtimes import run_litert, run_qtc  # noqa: E402
 from qtc.frontends.tflite import load_tflite  # noqa: E402
+from conftest import load_sibling  # noqa: E402
 
 
-def load_sibling(name: str):
-    """Import a sibling test module by path (works under any pytest import mode)."""
-    key = f"_qtc_tests_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[key] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[key]
 
 
 kc = load_sibling("test_frontend_keras")

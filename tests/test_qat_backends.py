@@ -8,9 +8,6 @@ qtc's IR with the learned params, laid out channels-last, then:
 """
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,23 +19,16 @@ from qtc.interp import run  # noqa: E402
 from qtc.passes import canonicalize  # noqa: E402
 from qtc.passes.quantize import check  # noqa: E402
 from qtc.qat import qat_to_ir, train_qat  # noqa: E402
+from conftest import load_sibling  # noqa: E402
 
 N = 100
 
 
-def _sibling(name: str):
-    key = f"_qtc_tests_{name}"
-    if key not in sys.modules:
-        spec = importlib.util.spec_from_file_location(key, Path(__file__).with_name(f"{name}.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[key] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[key]
 
 
 @pytest.fixture(scope="module")
 def qat_graph():
-    tq = _sibling("test_qat")
+    tq = load_sibling("test_qat")
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -80,7 +70,7 @@ def test_qat_model_tflite_bit_exact(qat_graph, tmp_path):
 
 
 def test_qat_model_c_bit_exact(qat_graph, tmp_path):
-    tc = _sibling("test_backend_c")
+    tc = load_sibling("test_backend_c")
     g, xs = qat_graph
     _, exe = tc.compile_and_build(g, tmp_path, "qat_cnn")
     got = tc.run_c(exe, g, xs)
