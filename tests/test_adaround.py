@@ -14,22 +14,15 @@ from qtc.ir.serialize import save
 from qtc.ir.validate import infer_shapes
 from qtc.passes.quantize import check, quantize
 from qtc.passes.quantize.adaround import AdaRoundConfig, adaround, layer_target, reconstruction_error
+from qtc.ir import with_batch  # noqa: E402
 
 torch = pytest.importorskip("torch")
 
 
-def rebatch(g: Graph, n: int) -> Graph:
-    r = g.copy()
-    for name in r.inputs:
-        r.tensors[name].shape = (n, *r.tensors[name].shape[1:])
-    for node in r.nodes:
-        for o in node.outputs:
-            r.tensors[o].shape = ()
-    return infer_shapes(r)
 
 
 def accuracy(g: Graph, x: np.ndarray, y: np.ndarray) -> float:
-    gb = rebatch(g, len(x))
+    gb = with_batch(g, len(x))
     out = run_quantized(gb, {gb.inputs[0]: x}) if gb.is_quantized else run(gb, {gb.inputs[0]: x})
     return float(np.mean(np.argmax(out[gb.outputs[0]], axis=-1) == y))
 

@@ -15,26 +15,18 @@ import torch.nn.functional as F  # noqa: E402
 import small_nets  # noqa: E402
 from qtc.errors import QtcError, UnsupportedOpError  # noqa: E402
 from qtc.interp.runner import run, run_quantized  # noqa: E402
-from qtc.ir.validate import infer_shapes  # noqa: E402
 from qtc.passes.quantize import check, quantize  # noqa: E402
 from qtc.passes.quantize.params import quantize_bias, round_with  # noqa: E402
 from qtc.qat import accuracy_eval, prepare_qat, qat_to_ir, train_qat  # noqa: E402
 from qtc.qat.fakequant import ActFakeQuant, WeightFakeQuant, fake_bias, requant_pre_step  # noqa: E402
 from qtc.qat.train import CHECKPOINT, load_checkpoint  # noqa: E402
+from qtc.ir import with_batch  # noqa: E402
 
 
-def rebatch(g, n):
-    r = g.copy()
-    for name in r.inputs:
-        r.tensors[name].shape = (n, *r.tensors[name].shape[1:])
-    for node in r.nodes:
-        for o in node.outputs:
-            r.tensors[o].shape = ()
-    return infer_shapes(r)
 
 
 def int_outputs(g, x):
-    gb = rebatch(g, len(x))
+    gb = with_batch(g, len(x))
     return run_quantized(gb, {gb.inputs[0]: x})[gb.outputs[0]]
 
 

@@ -15,22 +15,14 @@ from qtc.ir import Graph
 from qtc.ir.serialize import graph_to_json, save
 from qtc.ir.validate import infer_shapes
 from qtc.passes.quantize import quantize
+from qtc.ir import with_batch  # noqa: E402
 
 
 # ------------------------------------------------------------------ helpers
-def rebatch(g: Graph, n: int) -> Graph:
-    """The same graph with batch ``n`` (for evaluating a whole test set in one run)."""
-    r = g.copy()
-    for name in r.inputs:
-        r.tensors[name].shape = (n, *r.tensors[name].shape[1:])
-    for node in r.nodes:
-        for o in node.outputs:
-            r.tensors[o].shape = ()
-    return infer_shapes(r)
 
 
 def accuracy(g: Graph, x: np.ndarray, y: np.ndarray) -> float:
-    gb = rebatch(g, len(x))
+    gb = with_batch(g, len(x))
     out = run_quantized(gb, {gb.inputs[0]: x}) if gb.is_quantized else run(gb, {gb.inputs[0]: x})
     return float(np.mean(np.argmax(out[gb.outputs[0]], axis=-1) == y))
 
@@ -253,7 +245,7 @@ def test_4bit_activations(mlp, digits):
     q = quantize(mlp, {"x": xtr[:100]}, abits=4, progress=False)
     t = q.tensors["fc1:0"]
     assert t.dtype == "int8" and t.quant.bits == 4
-    gb = rebatch(q, 50)
+    gb = with_batch(q, 50)
     vals = run_quantized(gb, {"x": xte[:50]}, raw=True, keep=True)["fc1:0"]
     assert vals.min() >= -8 and vals.max() <= 7
 

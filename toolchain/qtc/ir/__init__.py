@@ -2,6 +2,6 @@
 from .graph import Graph, Node
 from .serialize import load, save
 from .tensor import QuantParams, Tensor
-from .validate import infer_shapes, validate
+from .validate import infer_shapes, validate, with_batch
 
-__all__ = ["Graph", "Node", "QuantParams", "Tensor", "load", "save", "infer_shapes", "validate"]
+__all__ = ["Graph", "Node", "QuantParams", "Tensor", "load", "save", "infer_shapes", "validate", "with_batch"]

@@ -45,6 +45,24 @@ def infer_shapes(g: Graph) -> Graph:
     return g
 
 
+def with_batch(g: Graph, batch: int) -> Graph:
+    """A copy of ``g`` whose inputs have leading dim ``batch``; every other shape is re-inferred.
+
+    Sound only for graphs whose ops keep the batch on axis 0 (no Reshape that
+    folds it away); callers that need certainty ``validate`` the result.
+    """
+    r = g.copy()
+    for name in r.inputs:
+        t = r.tensors[name]
+        if not t.shape:
+            raise ValidationError(f"input {name!r} is a scalar: it has no batch dim", where=f"graph {g.name}")
+        t.shape = (batch, *t.shape[1:])
+    for n in r.nodes:  # forget stale shapes so the rules recompute them
+        for o in n.outputs:
+            r.tensors[o].shape = ()
+    return infer_shapes(r)
+
+
 def validate(g: Graph) -> None:
     from ..ops.registry import get_op
 

@@ -69,19 +69,10 @@ def _layout(g: Graph, calib: dict[str, np.ndarray]) -> tuple[int, bool]:
 
 def _rebatched(g: Graph, batch: int) -> Graph | None:
     """A copy of ``g`` whose inputs have batch ``batch``, or None if that is not sound."""
-    from ...ir.validate import infer_shapes, validate
+    from ...ir.validate import validate, with_batch
 
-    r = g.copy()
     try:
-        for name in r.inputs:
-            t = r.tensors[name]
-            if not t.shape:
-                return None
-            t.shape = (batch, *t.shape[1:])
-        for n in r.nodes:  # forget stale shapes so the rules recompute them
-            for o in n.outputs:
-                r.tensors[o].shape = ()
-        infer_shapes(r)
+        r = with_batch(g, batch)
         validate(r)
     except Exception:  # noqa: BLE001 - any failure means: do not re-batch
         return None
