@@ -337,16 +337,16 @@ def compare_layerwise(graph, tflite_bytes: bytes, samples, model_litert_fc: bool
                 r = report.setdefault(node.name, {"op": node.op, "reference": "litert_fc_model" if fc else "qtc",
                                                   "samples": 0, "exact_samples": 0, "max_lsb_diff": 0,
                                                   "qtc_max_lsb_diff": 0})
-                diff = _lsb(theirs, expect)
+                diff = max_abs_diff(theirs, expect)
                 r["samples"] += 1
                 r["exact_samples"] += int(diff == 0)
                 r["max_lsb_diff"] = max(r["max_lsb_diff"], diff)
-                r["qtc_max_lsb_diff"] = max(r["qtc_max_lsb_diff"], _lsb(theirs, ys[o]))
+                r["qtc_max_lsb_diff"] = max(r["qtc_max_lsb_diff"], max_abs_diff(theirs, ys[o]))
                 env[o] = theirs.astype(t.dtype) if t.quant is not None else theirs
     return report
 
 
-def _lsb(a: np.ndarray, b: np.ndarray) -> float:
+def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape:
         return float("inf")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import QtcError
-from ...eval.runtimes import NUMERICS_FOR, compare_bitexact, quantize_samples
+from ...eval.runtimes import NUMERICS_FOR, compare_bitexact, max_abs_diff, quantize_samples
 from ...frontends.tflite import schema
 from ...ir.graph import Graph
 from .prepare import INT_ACT, prepare
@@ -177,17 +177,11 @@ def first_difference(g: Graph, data: bytes, samples, runtime: str, max_samples: 
                                    "graph", where="verify --per-layer",
                                    hint="verify a file against the graph it was compiled from")
                 compared += 1
-                diff = _max_diff(ours, theirs)
+                diff = max_abs_diff(ours, theirs)
                 if diff:
                     return {"node": node.name, "op": node.op, "tensor": o, "sample": i, "max_diff": diff,
                             "equal_before": compared - 1}
     return None
-
-
-def _max_diff(a: np.ndarray, b: np.ndarray):
-    if np.issubdtype(a.dtype, np.integer) and np.issubdtype(b.dtype, np.integer):
-        return int(np.abs(a.astype(np.int64) - b.astype(np.int64)).max()) if a.size else 0
-    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max()) if a.size else 0.0
 
 
 def format_verify(report: dict) -> str:
