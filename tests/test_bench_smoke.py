@@ -95,12 +95,17 @@ def test_bench_small_model_end_to_end(tmp_path, example_models_dir):
     expected = {"float", "tflite-int8", *B.ORT_METHODS,
                 *(f"qtc-{k}-{b}" for k in B.QTC_METHODS for b in ("w8a8", "w4a4"))}
     if doc["adaround"]:
-        expected |= {"qtc-auto+adaround-w8a8", "qtc-auto+adaround-w4a4"}
+        expected |= {"qtc-auto+adaround-w8a8", "qtc-auto+adaround-w4a4", B.TENSOR_INPUT_ROW}
     assert set(res) == expected
     assert res["qtc-auto-w8a8"]["auto"]["scored_samples"] == 64  # chosen on the calibration samples only
+    assert res["qtc-minmax-w8a8"]["per_feature_input"] == ["input"]  # FC-fed input: per-feature params
+    if doc["adaround"]:
+        assert res[B.TENSOR_INPUT_ROW]["per_feature_input"] == []
     v = m["verdicts"]
-    assert v["best_label"] == B.BEST and v["w8a8"]["float"] == res["float"]["accuracy"]
-    assert v["w8a8"]["loss"] == pytest.approx(res["float"]["accuracy"] - res[B.BEST]["accuracy"])
+    w8_rows = {k: r["accuracy"] for k, r in res.items() if k.startswith("qtc-") and k.endswith("-w8a8")}
+    assert v["best_label"] in w8_rows and v["w8a8"]["best"] == max(w8_rows.values())
+    assert v["recipe"] == B.BEST and v["w8a8"]["float"] == res["float"]["accuracy"]
+    assert v["w8a8"]["loss"] == pytest.approx(res["float"]["accuracy"] - max(w8_rows.values()))
     assert "w4a8" not in v  # no W4A8 rows were run
     for label, r in res.items():
         assert "error" not in r, (label, r)

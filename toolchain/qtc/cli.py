@@ -336,8 +336,9 @@ def collect_feeds(g, specs: tuple[str, ...]) -> dict[str, np.ndarray]:
 
 
 def integer_feeds(g, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Quantize float arrays with the graph input's params; check integer arrays fit."""
-    from .interp.runner import INT_DTYPES
+    """Quantize float arrays with the graph input's params (per feature where the quantizer chose so);
+    check integer arrays fit."""
+    from .ir.boundary import INT_DTYPES, quantize_input
 
     out = {}
     for name, x in feeds.items():
@@ -356,7 +357,7 @@ def integer_feeds(g, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             if tuple(x.shape) != t.shape:
                 out[name] = x  # the runner reports the shape mismatch
             else:
-                out[name] = t.quant.quantize(x)
+                out[name] = quantize_input(g, name, x)
         else:
             raise ShapeError(f"input {name!r} has dtype {x.dtype}", where=f"graph {g.name}",
                              hint="pass float or integer data")

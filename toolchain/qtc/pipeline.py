@@ -90,10 +90,12 @@ def deploy(model: str | Path, *, target: str = "esp32", data: str | Path, out_di
 
         g = load(fqir)
         arrays, _ = load_calibration(calib, g)
-        q = quantize(g, arrays, target=tgt.name, method=method, progress=False)
+        q = quantize(g, arrays, target=tgt.name, method=method, progress=False, per_feature_input="auto")
         save(q, qqir)
         meta = q.metadata.get("quantization", {})
-        return f"{tgt.name} {meta.get('method', method)} W{meta.get('wbits', 8)}A{meta.get('abits', 8)}"
+        pf = sorted(meta.get("per_feature_input") or {})
+        return (f"{tgt.name} {meta.get('method', method)} W{meta.get('wbits', 8)}A{meta.get('abits', 8)}"
+                + (f", per-feature params on input {', '.join(pf)}" if pf else ""))
 
     def do_tflite() -> str:
         from .backends.tflite import compile_tflite

@@ -70,13 +70,16 @@ def calibrate_cmd(model, data, calib_count, eval_count, seed, out_dir, quiet):
 @click.option("--adaround-iters", type=click.IntRange(1, 100000), default=None,
               help="AdaRound iterations per layer (default 1000)")
 @click.option("--adaround-seed", type=int, default=None, help="AdaRound seed (default 0)")
+@click.option("--per-feature-input", "per_feature_input", is_flag=True,
+              help="one scale/zero point per input feature, folded into the first FullyConnected layers "
+                   "(for inputs whose features have different ranges; the params go to the model's metadata)")
 @click.option("--apply-proposal", "proposal", type=click.Path(exists=True, dir_okay=False),
               help="proposal.json from 'qtc sensitivity': keep its layers at high precision")
 @click.option("-o", "--output", "out", required=True, type=click.Path(), help="output .qir directory")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def quantize_cmd(model, target, method, percentile, wbits, abits, mode, keep_float, int16, per_channel,
-                 weight_method, calib, equalize, bias_correction, adaround, adaround_iters, adaround_seed, proposal,
-                 out, quiet):
+                 weight_method, calib, equalize, bias_correction, adaround, adaround_iters, adaround_seed,
+                 per_feature_input, proposal, out, quiet):
     """Post-training quantization of MODEL for --target (TFLite int8 scheme under the target's rules)."""
     from .ir.serialize import save
     from .passes.quantize import quantize
@@ -115,7 +118,8 @@ def quantize_cmd(model, target, method, percentile, wbits, abits, mode, keep_flo
                       keep_float=keep_float, int16=int16, per_channel=per_channel,
                       observer_settings=settings, weight_method=weight_method,
                       seed=(record or {}).get("seed"), progress=not quiet, equalize=equalize,
-                      bias_correction=bias_correction, adaround=False if ada is None else ada)
+                      bias_correction=bias_correction, adaround=False if ada is None else ada,
+                      per_feature_input=per_feature_input)
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     meta = qg.metadata["quantization"]
@@ -135,6 +139,9 @@ def quantize_cmd(model, target, method, percentile, wbits, abits, mode, keep_flo
         click.echo(f"  adaround: {len(meta['adaround']['layers'])} layer(s), {changed} weight(s) rounded the other way")
     if meta.get("bias_correction"):
         click.echo(f"  bias correction: {len(meta['bias_correction']['layers'])} layer(s)")
+    for name, pf in (meta.get("per_feature_input") or {}).items():
+        click.echo(f"  input {name}: per-feature params for {pf['features']} features "
+                   f"(quantize it with metadata input_quant, not the tensor's params)")
 
 
 @click.command("check")

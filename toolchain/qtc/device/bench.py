@@ -24,6 +24,7 @@ import numpy as np
 
 from ..atomic import save_json
 from ..errors import QtcError
+from ..ir.boundary import quantize_input
 from ..target import load_target
 from . import protocol as P
 from .link import HostBoard, open_link
@@ -90,7 +91,7 @@ def graph_inputs(graph, inputs_npy: str | None, count: int, seed: int) -> list[n
             if t.quant is None:
                 raise QtcError("float inputs need the model input's quantization params", where=str(inputs_npy),
                                hint="pass int8 inputs")
-            x = t.quant.quantize(x)
+            x = quantize_input(graph, graph.inputs[0], x)
         return [np.asarray(v, dtype=np.int8) for v in x]
     rng = np.random.default_rng(seed)
     return [rng.integers(-128, 128, size=t.shape).astype(np.int8) for _ in range(count)]

@@ -28,14 +28,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import QtcError
+from ..ir.boundary import quantize_input
 
 TEST_VECTORS = 3
 
 
 def test_inputs(graph, calib: np.ndarray, count: int = TEST_VECTORS) -> list[np.ndarray]:
     """int8 test vectors for the C back end: the first quant-dataset samples, quantized."""
-    t = graph.tensors[graph.inputs[0]]
-    return [np.asarray(t.quant.quantize(calib[i:i + 1].reshape(t.shape)), dtype=np.int8)
+    name = graph.inputs[0]
+    t = graph.tensors[name]
+    return [np.asarray(quantize_input(graph, name, calib[i:i + 1].reshape(t.shape)), dtype=np.int8)
             for i in range(min(count, len(calib)))]
 
 

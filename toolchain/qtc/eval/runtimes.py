@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import QtcError, ShapeError
+from ..ir.boundary import quantize_input
 
 RUNTIMES = ("litert_ref", "litert_builtin", "litert_xnnpack", "tflm")
 # the qtc numerics each runtime is built with (interp/numerics/): LiteRT's reference
@@ -95,7 +96,7 @@ def quantize_samples(graph, samples) -> list[np.ndarray]:
         t = graph.tensors[name]
         if t.quant is not None and np.issubdtype(np.dtype(t.dtype), np.integer) \
                 and not np.issubdtype(x.dtype, np.integer):
-            x = t.quant.quantize(x).astype(t.dtype)
+            x = quantize_input(graph, name, x).astype(t.dtype)
         out.append(x)
     return out
 

@@ -118,7 +118,7 @@ def _metadata(model, fname: str) -> dict:
     out = {}
     for md in model.metadata or []:
         name = md.name.decode("utf-8", "replace") if md.name else ""
-        if name not in ("qtc_quant", "qtc_ir"):
+        if name not in ("qtc_quant", "qtc_ir", "qtc_input_quant"):
             continue
         try:
             raw = bytes(np.asarray(model.buffers[md.buffer].data if model.buffers[md.buffer].data is not None
@@ -160,6 +160,7 @@ class _Importer:
         meta = _metadata(model, fname)
         self.qflags: dict | None = meta.get("qtc_quant")  # written by qtc: the exact quant flags
         self.hints: dict = meta.get("qtc_ir") or {}
+        self.input_quant: dict = meta.get("qtc_input_quant") or {}
 
     # ------------------------------------------------------------ tensors
     def _tensor(self, idx: int):
@@ -440,11 +441,30 @@ class _Importer:
             raise ModelFormatError(f"the qtc_ir metadata changes the shape of tensor {changed[0]!r}", where=self.fname,
                                    hint="the file was edited after qtc wrote it; re-export it with qtc")
         validate(self.g)
+        self._input_quant()
         # IR activation name → TFLite tensor index (same shape), for layer-wise comparisons with the runtimes
         self.g.metadata["tflite_tensor_index"] = {
             n: i for i, n in sorted(self.names.items())
             if n in self.g.tensors and not self.g.tensors[n].is_const and self.g.tensors[n].shape == self.shape(i)}
         return self.g
+
+    def _input_quant(self) -> None:
+        """Per-feature params of the graph inputs (qtc_input_quant) back into the metadata, checked."""
+        if not self.input_quant:
+            return
+        from ..ir.boundary import META_KEY, quant_from_json
+
+        for name, doc in self.input_quant.items():
+            t = self.g.tensors.get(name)
+            try:
+                q = quant_from_json(doc)
+                ok = name in self.g.inputs and t.quant is not None and q.scale.size == t.shape[-1]
+            except (KeyError, TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ModelFormatError(f"metadata qtc_input_quant does not fit input {name!r}", where=self.fname,
+                                       hint="the file was edited after qtc wrote it; re-export it with qtc")
+        self.g.metadata[META_KEY] = dict(sorted(self.input_quant.items()))
 
     def _enter(self, i: int, op) -> None:
         self.op_index, self.op = i, op

@@ -18,10 +18,9 @@ import importlib
 import numpy as np
 
 from ..errors import QtcError, ShapeError, UnsupportedOpError
+from ..ir.boundary import INT_DTYPES, quantize_input
 from ..ir.graph import Graph
 from ..ops.registry import IntContext, get_op, has_op
-
-INT_DTYPES = {"int8", "int16", "int32", "uint8", "int64"}
 
 
 def get_numerics(name: str = "tflite"):
@@ -123,12 +122,9 @@ def run_float(g: Graph, feeds: dict[str, np.ndarray], keep: bool = False) -> dic
 
 def run_quantized(g: Graph, feeds_float: dict[str, np.ndarray], *, numerics: str = "tflite",
                   raw: bool = False, keep: bool = False) -> dict[str, np.ndarray]:
-    """Quantize float inputs with the graph's input params, run, dequantize outputs (unless raw)."""
-    feeds = {}
-    for name in g.inputs:
-        t = g.tensors[name]
-        x = np.asarray(feeds_float[name])
-        feeds[name] = t.quant.quantize(x) if (t.quant is not None and t.dtype in INT_DTYPES) else x
+    """Quantize float inputs with the graph's input params (:func:`qtc.ir.boundary.input_params`), run,
+    dequantize outputs (unless raw)."""
+    feeds = {name: quantize_input(g, name, np.asarray(feeds_float[name])) for name in g.inputs}
     outs = run(g, feeds, numerics=numerics, keep=keep)
     if raw:
         return outs

@@ -209,7 +209,7 @@ def compile_c(graph: Graph, out_dir: str | os.PathLike, *, model_name: str,
     weight_bytes = sum(a.nbytes for a in arrays if a.guard != "QTC_USE_ESP_NN")
 
     x, y = g.tensors[g.inputs[0]], g.tensors[g.outputs[0]]
-    io = {"input": _io_info(x), "output": _io_info(y)}
+    io = {"input": {**_io_info(x), **_per_feature_info(g, g.inputs[0])}, "output": _io_info(y)}
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(resource_root() / "templates" / "c")),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True, autoescape=False)
@@ -259,6 +259,18 @@ def _io_info(t) -> dict:
     return {"name": comment_text(t.name), "shape": list(t.shape), "rank": len(t.shape),
             "shape_c": "{" + ", ".join(str(d) for d in t.shape) + "}", "bytes": t.nbytes,
             "scale": c_float(t.quant.scale[0]), "zero_point": int(t.quant.zero_point[0])}
+
+
+def _per_feature_info(g: Graph, name: str) -> dict:
+    """The per-feature params the user quantizes input ``name`` with (:mod:`qtc.ir.boundary`), if any."""
+    from ...ir.boundary import input_params, per_feature
+
+    if not per_feature(g, name):
+        return {}
+    q = input_params(g, name)
+    return {"features": int(q.scale.size),
+            "feature_scales": "{" + ", ".join(c_float(v) for v in q.scale) + "}",
+            "feature_zero_points": "{" + ", ".join(str(int(v)) for v in q.zero_point) + "}"}
 
 
 def _render_array(a: CArray) -> str:

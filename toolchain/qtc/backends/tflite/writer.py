@@ -10,7 +10,9 @@ same graph gives the same bytes.
 Model metadata entries: ``qtc_version``, ``source_sha256`` and
 ``calibration_method`` (from ``graph.metadata``), ``qtc_io_dtype``,
 ``qtc_quant`` and ``qtc_ir`` (compact JSON: what TFLite cannot hold, so that
-``load_tflite`` rebuilds the same IR), plus the caller's ``metadata``
+``load_tflite`` rebuilds the same IR), ``qtc_input_quant`` when the quantizer
+gave an input per-feature params (the user quantizes that input with them, not
+with the tensor's; see :mod:`qtc.ir.boundary`), plus the caller's ``metadata``
 (str → str).
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections import Counter
 from ... import __version__
 from ...atomic import save_bytes
 from ...errors import QtcError
+from ...ir.boundary import META_KEY as BOUNDARY_KEY
 from ...ir.graph import Graph
 from .fb import ModelBuilder
 from .lower import Lowering
@@ -42,7 +45,7 @@ def metadata_entries(graph: Graph, io_dtype: str, extra: dict | None) -> dict[st
         "qtc_io_dtype": io_dtype,
     }
     for k, v in (extra or {}).items():
-        if k in ("qtc_quant", "qtc_ir"):
+        if k in ("qtc_quant", "qtc_ir", "qtc_input_quant"):
             raise QtcError(f"metadata entry {k!r} is written by qtc itself", where="compile_tflite",
                            hint="choose another name for your entry")
         if not isinstance(k, str) or not k or not isinstance(v, (str, bytes)):
@@ -110,6 +113,11 @@ def build(graph: Graph, *, io_dtype: str = "int8", metadata: dict | None = None,
           ir_metadata: bool = True) -> tuple[bytes, dict]:
     """(flatbuffer bytes, summary) for ``graph``; nothing is written.  ``ir_metadata=False`` leaves out
     ``qtc_quant`` / ``qtc_ir`` (a few hundred bytes; ``load_tflite`` then infers what they held)."""
+    per_feature = graph.metadata.get(BOUNDARY_KEY) or {}
+    if per_feature and io_dtype != "int8":
+        raise QtcError(f"input(s) {sorted(per_feature)} take per-feature quant params, which a {io_dtype}-input "
+                       ".tflite cannot hold", where="compile_tflite",
+                       hint="export with int8 I/O (the default), or quantize without --per-feature-input")
     g = prepare(graph, io_dtype)
     mb = ModelBuilder("main")
     lowering = Lowering(g, mb)
@@ -121,6 +129,8 @@ def build(graph: Graph, *, io_dtype: str = "int8", metadata: dict | None = None,
         entries = {**{k: v for k, v in entries.items() if k in BASE_ENTRIES},
                    "qtc_quant": quant_entry(mb, lowering.hints["noquant"]), "qtc_ir": ir_entry(mb, lowering.hints),
                    **{k: v for k, v in entries.items() if k not in BASE_ENTRIES}}
+    if per_feature:
+        entries["qtc_input_quant"] = _json(per_feature)
     for k, v in entries.items():
         mb.add_metadata(k, v.encode("utf-8"))
     data = mb.to_bytes(description=f"qtc {__version__}")

@@ -13,10 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from ...interp import run_quantized
+from ...ir.boundary import INT_DTYPES, META_KEY
 from ...ir.graph import Graph
 from .calibrate import CALIB_CHUNK, _layout, _rebatched
-
-INT_DTYPES = ("int8", "int16", "int32", "uint8", "int64")
 
 
 def subgraph(g: Graph, outputs: list[str]) -> Graph:
@@ -31,7 +30,8 @@ def subgraph(g: Graph, outputs: list[str]) -> Graph:
         need.add(n.name)
         stack.extend(i for i in n.inputs if i)
     s = Graph(name=g.name, tensors=dict(g.tensors), nodes=[n for n in g.nodes if n.name in need],
-              inputs=list(g.inputs), outputs=list(outputs), metadata={})
+              inputs=list(g.inputs), outputs=list(outputs),
+              metadata={META_KEY: g.metadata[META_KEY]} if META_KEY in g.metadata else {})
     s = s.copy()
     s.remove_unused_tensors()
     for name in g.inputs:  # inputs stay (feeds are checked against them) even when unused

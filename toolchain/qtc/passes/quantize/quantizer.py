@@ -41,6 +41,8 @@ import numpy as np
 
 from ... import __version__
 from ...errors import QtcError
+from ...ir.boundary import META_KEY as BOUNDARY_KEY
+from ...ir.boundary import quant_to_json
 from ...ir.graph import Graph
 from ...ir.tensor import QuantParams
 from ...ir.validate import validate
@@ -50,6 +52,8 @@ from .builder import FIXED_OUTPUT, SAME_PARAMS_OPS, Builder, QuantizeWarning  # 
 from .calibrate import _layout, calibration_hash, run_calibration
 from .constraints import WEIGHTED_OPS, QuantSpec, spec_for
 from .equalize import equalize as _equalize
+from .input_features import eligible as _pfi_eligible
+from .input_features import per_feature_inputs
 from .observers import HISTOGRAM_METHODS, METHODS, Observer, RangeSpec, make_observer
 from .params import activation_params
 from .refine import refine
@@ -158,9 +162,10 @@ def _adaround_config(adaround) -> AdaRoundConfig | None:
     return cfg
 
 
-def _param_fn(observers: dict[str, Observer], spec: QuantSpec, int16_tensors: set[str], graph_name: str):
-    """Tensor name → a copy of its activation params from its observer (cached)."""
-    cache: dict[str, QuantParams] = {}
+def _param_fn(observers: dict[str, Observer], spec: QuantSpec, int16_tensors: set[str], graph_name: str,
+              fixed: dict[str, QuantParams] | None = None):
+    """Tensor name → a copy of its activation params from its observer (cached); ``fixed`` params win."""
+    cache: dict[str, QuantParams] = dict(fixed or {})
 
     def act_params(name: str) -> QuantParams:
         if name not in cache:
@@ -200,7 +205,7 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
              int16: Iterable[str] = (), per_channel: bool | None = None, *,
              observer_settings: dict | None = None, weight_method: str = "minmax", seed: int | None = None,
              canonicalize: bool = True, progress: bool = True, equalize: bool = False,
-             bias_correction: bool = False, adaround=False) -> Graph:
+             bias_correction: bool = False, adaround=False, per_feature_input: bool | str = False) -> Graph:
     """Post-training quantization of ``graph`` for ``target`` (see the module docstring).
 
     ``calib_inputs`` maps each graph input to its calibration samples, stacked
@@ -221,6 +226,12 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
     ``bias_correction`` empirical bias correction (:mod:`.bias_correction`).
     AdaRound and bias correction run layer by layer on the calibration data
     (:mod:`.refine`), also in dynamic mode.
+
+    ``per_feature_input``: one scale and zero point per feature for graph
+    inputs read only by FullyConnected layers, folded into those layers
+    (:mod:`.input_features`); True requires it of every input (an error
+    names one that cannot), ``"auto"`` applies it where it can.  The
+    boundary params go to ``metadata["input_quant"]``.
     """
     if mode not in MODES:
         raise QtcError(f"unknown mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
@@ -261,6 +272,27 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
     int16_tensors = {o for n in g.nodes if n.name in int16_nodes for o in n.outputs}
     int16_tensors |= {p.lstrip("=") for p in int16 if p.lstrip("=") in g.inputs}
     int_nodes, float_nodes = _placement(g, spec, mode, keep_nodes)
+    user_calib = calib_inputs  # hashed into the metadata as given (before any rewrite)
+    pfi_fixed: dict[str, QuantParams] = {}
+    pfi_boundary: dict[str, QuantParams] = {}
+    if per_feature_input not in (False, True, AUTO):
+        raise QtcError(f"per_feature_input must be True, False or 'auto', got {per_feature_input!r}")
+    if per_feature_input and mode != "dynamic":
+        if not calib_inputs:
+            raise QtcError("per-feature input params need calibration data", where=f"graph {g.name}",
+                           hint="pass --calib quant_dataset_<input>.npy (from 'qtc calibrate')")
+        cons = g.consumers()
+        pfi_names = [x for x in g.inputs if x not in int16_tensors
+                     and all(c.name in int_nodes for c in cons.get(x, []))]
+        if per_feature_input is True and len(pfi_names) < len(g.inputs):
+            x = next(x for x in g.inputs if x not in pfi_names)
+            raise QtcError(f"input {x!r} is int16 or read by a float layer; it cannot take per-feature params",
+                           where=f"graph {g.name}", hint="drop --per-feature-input or the --int16/--keep-float choice")
+        if per_feature_input == AUTO:
+            pfi_names = [x for x in pfi_names if _pfi_eligible(g, x) is None]
+        if pfi_names:
+            g, calib_inputs, pfi_fixed, pfi_boundary = per_feature_inputs(
+                g, calib_inputs, pfi_names, bits=spec.abits, power_of_two=spec.power_of_two)
     observer_settings = dict(observer_settings or {})
 
     dynamic_nodes = {n.name for n in g.nodes if n.name not in keep_nodes} if mode == "dynamic" else set()
@@ -278,20 +310,20 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
                 g, calib_inputs, names, methods=HISTOGRAM_METHODS if method == AUTO else (method,),
                 weight_methods=WEIGHT_METHODS if weight_method == AUTO else (weight_method,),
                 settings=observer_settings, progress=progress,
-                param_fn=lambda obs: _param_fn(obs, spec, int16_tensors, g.name),
+                param_fn=lambda obs: _param_fn(obs, spec, int16_tensors, g.name, pfi_fixed),
                 build=lambda params, wm: _build(g, spec, params, int_nodes, dynamic_nodes, wm)[0])
         else:
             observers = {name: make_observer(method, **observer_settings) for name in names}
             calib_meta = run_calibration(g, calib_inputs, observers, progress=progress)
-        calib_meta["sha256"] = calibration_hash({k: np.asarray(calib_inputs[k]) for k in g.inputs})
+        calib_meta["sha256"] = calibration_hash({k: np.asarray(user_calib[k]) for k in g.inputs})
     elif calib_inputs and (ada_cfg is not None or bias_correction):  # dynamic mode: refinement data only
         calib_meta = {"samples": int(_layout(g, calib_inputs)[0]),
-                      "sha256": calibration_hash({k: np.asarray(calib_inputs[k]) for k in g.inputs})}
+                      "sha256": calibration_hash({k: np.asarray(user_calib[k]) for k in g.inputs})}
 
     if weight_method == AUTO:  # nothing was calibrated (no integer node): no weight to choose for
         weight_method = WEIGHT_METHODS[0]
     fg = g if (ada_cfg is not None or bias_correction) else None
-    g, b = _build(g, spec, _param_fn(observers, spec, int16_tensors, g.name), int_nodes, dynamic_nodes,
+    g, b = _build(g, spec, _param_fn(observers, spec, int16_tensors, g.name, pfi_fixed), int_nodes, dynamic_nodes,
                   weight_method)
     refine_meta = None
     if fg is not None:
@@ -320,6 +352,8 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
         "canonicalized": bool(canonicalize),
         "weights": "symmetric narrow-range, axis 0" if spec.per_channel else "symmetric narrow-range, per-tensor",
         "equalization": eq_meta,
+        "per_feature_input": {name: {"features": int(q.scale.size), "inner_scale": float(pfi_fixed[name].scale[0])}
+                              for name, q in pfi_boundary.items()} or None,
         "auto": auto_meta,
         "adaround": None if ada_cfg is None else {**ada_cfg.to_json(), "layers": [
             {"node": r["node"], **r["adaround"]} for r in refine_meta["layers"] if "adaround" in r]},
@@ -327,4 +361,7 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
             {k: r[k] for k in ("node", "bias_shift_max", "bias_clipped") if k in r}
             for r in refine_meta["layers"] if "bias_shift_max" in r]},
     }
+    live = {x for x in pfi_boundary if g.tensors[x].quant is not None}
+    if live:
+        g.metadata[BOUNDARY_KEY] = {x: quant_to_json(pfi_boundary[x]) for x in sorted(live)}
     return g
