@@ -7,8 +7,9 @@
 For each model this takes what ``make TARGET=esp32 MODEL=<model>`` left in
 ``build/<model>/``: the imported float model ``<model>.qir`` and the frozen
 ``qtc calibrate`` split in ``calib/``.  It quantizes the float model for
-esp32 with the bench's best W8A8 recipe (:data:`bench.ptq_vs_peers.BEST`:
-``method="auto", weight_method="auto", adaround=True``) on
+esp32 with the bench's W8A8 recipe (:data:`bench.ptq_vs_peers.BEST`:
+``method="auto", weight_method="auto", adaround=True`` with
+``per_feature_input="auto"``, which gives peer_encoder's input per-feature params) on
 ``calib/quant_dataset_*.npy``, saves it as ``<model>_best_w8a8.qir`` in a
 temporary folder, and runs the users' guide command on the eval split::
 
@@ -32,7 +33,7 @@ from pathlib import Path
 from qtc.errors import QtcError
 
 MODELS = {"digits_cnn": "agreement", "peer_encoder": "cosine"}
-RECIPE = {"method": "auto", "weight_method": "auto", "adaround": True}
+RECIPE = {"method": "auto", "weight_method": "auto", "adaround": True, "per_feature_input": "auto"}
 TARGET = "esp32"
 
 

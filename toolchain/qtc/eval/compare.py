@@ -112,10 +112,14 @@ def quant_runner(g: Graph, numerics: str = "tflite") -> Callable:
 
 
 def dequantized(g: Graph, name: str, value: np.ndarray) -> np.ndarray:
-    """A tensor as float32: integer tensors with params are dequantized, float ones pass."""
+    """A tensor as float32: integer tensors with params are dequantized, float ones pass.
+
+    A graph input with per-feature params reads back in the user's units (:mod:`qtc.ir.boundary`)."""
+    from ..ir.boundary import input_params
+
     t = g.tensors.get(name)
     if t is not None and t.quant is not None and t.dtype in INT_DTYPES:
-        return t.quant.dequantize(value)
+        return (input_params(g, name) if name in g.inputs else t.quant).dequantize(value)
     return np.asarray(value, dtype=np.float32)
 
 
