@@ -32,6 +32,20 @@
  *     bias, that no intermediate overflows int32; otherwise it picks QTC_RQ_EXACT.
  *     QTC_RQ_FAST_NONNEG drops the [acc < 0] term: valid when act_min >= out_zp,
  *     because then every negative s1 clamps to act_min either way.
+ *   QTC_RQ_MULH: one high multiply, fitted at compile time (backends/c/requant_fit.py).
+ *     The accumulator starts at 0 instead of the bias; then
+ *       z = acc * 2^L + B                                    (B = bias * 2^L + a)
+ *       y = z < 0 ? act_min : act_min + min(hi32(z * m) >> s, act_max - act_min)
+ *     with L and s per layer (in the rq code, so they are immediates) and B, m per
+ *     channel.  The output is a non-decreasing staircase in acc, as TFLite's is; the
+ *     code generator computes TFLite's step points with the reference arithmetic and
+ *     picks m and a so that every step lands on the same accumulator, over every
+ *     accumulator an int8 input can give, and proves z fits int32.  z < 0 happens only
+ *     below the lower clamp threshold (acc < T gives act_min exactly), so clamped
+ *     outputs skip the multiply.  Layers without such a fit (in practice: outputs
+ *     not clamped at the zero point) keep the modes above.  A kernel that pre-scales
+ *     its weights by 2^L itself (the small fully connected table) uses L = 0: the
+ *     accumulator then starts at B.
  *
  * Weight layouts, K = k_h * k_w * in_c / groups weights per output channel (OHWI):
  *   packed (groups == 1 conv, 1x1 conv, fully connected): output channels in
@@ -73,17 +87,25 @@ extern "C" {
 #endif
 
 enum {
-    QTC_RQ_EXACT = 0,      /* any multiplier / shift: qtc_requant */
-    QTC_RQ_FAST = 1,       /* right shift >= 1: merged roundings */
-    QTC_RQ_FAST_NONNEG = 2 /* as FAST, and act_min >= out_zp: no sign term */
+    QTC_RQ_EXACT = 0,       /* any multiplier / shift: qtc_requant */
+    QTC_RQ_FAST = 1,        /* right shift >= 1: merged roundings */
+    QTC_RQ_FAST_NONNEG = 2, /* as FAST, and act_min >= out_zp: no sign term */
+    QTC_RQ_MULH = 3         /* one fitted high multiply; L and s in the rq code */
 };
+
+/* A layer's rq code: the mode in bits 0..3; QTC_RQ_MULH adds L (bits 4..8) and s (bits 9..13). */
+#define QTC_RQ_MODE(rq) ((rq) & 15)
+#define QTC_RQ_LSH(rq) (((rq) >> 4) & 31)
+#define QTC_RQ_RSH(rq) (((rq) >> 9) & 31)
+/* What an accumulator starts at: the bias, or 0 when QTC_RQ_MULH adds it after scaling. */
+#define QTC_ACC0(qc, rq) (QTC_RQ_MODE(rq) == QTC_RQ_MULH && QTC_RQ_LSH(rq) > 0 ? 0 : (qc).bias)
 
 /* Per output channel: bias and requantization constants (see the top of the file). */
 typedef struct {
-    int32_t bias;  /* bias - in_zp * sum(w) */
-    int32_t mult;  /* EXACT: M (Q0.31); FAST: the bits of the uint32 2M */
-    int32_t add;   /* EXACT: out_zp;     FAST: 2^(r-1) + out_zp * 2^r */
-    int32_t shift; /* EXACT: TFLite shift (> 0: left); FAST: r >= 1 (right) */
+    int32_t bias;  /* bias - in_zp * sum(w);        MULH: B */
+    int32_t mult;  /* EXACT: M (Q0.31); FAST: the bits of the uint32 2M; MULH: m */
+    int32_t add;   /* EXACT: out_zp;     FAST: 2^(r-1) + out_zp * 2^r; MULH: unused */
+    int32_t shift; /* EXACT: TFLite shift (> 0: left); FAST: r >= 1 (right); MULH: unused */
 } qtc_rq_t;
 
 /* One struct describes a Conv2D, Conv1D (in_h = 1) or depthwise conv on NHWC. */
@@ -102,7 +124,7 @@ typedef struct {
     int32_t band_w;      /* > 0: padded row width of the scratch copy; 0: no padding, read x */
     int32_t ws;          /* 1: few taps, weight-stationary loop (the scratch holds the whole
                             padded input); 0: the scratch holds k_h rows at a time */
-    int32_t rq;          /* QTC_RQ_* */
+    int32_t rq;          /* rq code: QTC_RQ_* (+ L, s) */
 } qtc_conv_params_t;
 
 typedef struct {
@@ -111,7 +133,7 @@ typedef struct {
     int32_t out_features;
     int32_t out_zp;      /* (folded into qtc_rq_t.add) */
     int32_t act_min, act_max;
-    int32_t rq;          /* QTC_RQ_* */
+    int32_t rq;          /* rq code: QTC_RQ_* (+ L, s) */
 } qtc_fc_params_t;
 
 /* ------------------------------------------------------------ requantize */
@@ -119,6 +141,45 @@ typedef struct {
 /* Store one output byte. */
 #define QTC_PUT(dst, v) ((dst) = (int8_t)(v))
 
+/* QTC_RQ_MULH clamped outputs (z < 0) skip the multiply with one branch where that is
+ * cheaper than a branchless clamp: on RV32 (no conditional move).  Elsewhere (x86-64,
+ * Xtensa: conditional moves / min / max) the same value comes from a branchless clamp. */
+#ifndef QTC_RQ_SKIP_CLAMPED
+#if defined(__riscv)
+#define QTC_RQ_SKIP_CLAMPED 1
+#else
+#define QTC_RQ_SKIP_CLAMPED 0
+#endif
+#endif
+
+/* QTC_RQ_MULH: store act_min when z < 0 (below the lower clamp threshold, no multiply),
+ * else act_min + min(hi32(z * m) >> s, act_max - act_min).  (For z < 0, hi32(z * m) < 0
+ * as m > 0, so the branchless form clamps it to act_min too.)  With the branch, each side
+ * stores, and the barrier keeps GCC from merging the two stores into one of a
+ * sign-extended value (two more instructions). */
+QTC_INLINE void qtc_mulh_put(int8_t *dst, int32_t z, int32_t m, int s, int32_t lo, int32_t hi)
+{
+#if QTC_RQ_SKIP_CLAMPED
+    if (z < 0) {
+        QTC_PUT(*dst, lo);
+        QTC_BARRIER();
+    } else {
+        int32_t u = (int32_t)(((int64_t)z * (int64_t)m) >> 32) >> s; /* mulh, srai */
+        if (u > hi - lo) {
+            u = hi - lo;
+        }
+        QTC_PUT(*dst, u + lo);
+        QTC_BARRIER();
+    }
+#else
+    int32_t u = (int32_t)(((int64_t)z * (int64_t)m) >> 32) >> s;
+    u = u < 0 ? 0 : u;
+    u = u > hi - lo ? hi - lo : u;
+    QTC_PUT(*dst, u + lo);
+#endif
+}
+
+/* acc: the accumulator as QTC_ACC0 started it; mode: the layer's rq code (not QTC_RQ_MULH). */
 QTC_INLINE int32_t qtc_rq_s8(int32_t acc, const qtc_rq_t *q, int mode, int32_t lo, int32_t hi)
 {
     int32_t v;
@@ -139,6 +200,18 @@ QTC_INLINE int32_t qtc_rq_s8(int32_t acc, const qtc_rq_t *q, int mode, int32_t l
         v = hi;
     }
     return v; /* in [lo, hi]: the caller stores it with QTC_PUT */
+}
+
+/* Requantize acc (started by QTC_ACC0) in any mode and store it in *dst. */
+QTC_INLINE void qtc_rq_put(int8_t *dst, int32_t acc, const qtc_rq_t *q, int mode, int32_t lo, int32_t hi)
+{
+    if (QTC_RQ_MODE(mode) == QTC_RQ_MULH) {
+        const int lsh = QTC_RQ_LSH(mode);
+        /* |acc| * 2^L + |B| <= INT32_MAX: proven at compile time */
+        qtc_mulh_put(dst, lsh > 0 ? acc * (int32_t)(1 << lsh) + q->bias : acc, q->mult, QTC_RQ_RSH(mode), lo, hi);
+    } else {
+        QTC_PUT(*dst, qtc_rq_s8(acc, q, mode, lo, hi));
+    }
 }
 
 /* ------------------------------------------------------------------ conv */
@@ -182,8 +255,8 @@ QTC_INLINE void qtc_conv_block(const int8_t *QTC_RESTRICT xw, const int8_t *QTC_
                                const int32_t seg, const int32_t seg_step, const int32_t px_step,
                                const int32_t y_step, const int mode, const int32_t lo, const int32_t hi)
 {
-    int32_t a0 = q[0].bias, a1 = nc > 1 ? q[1].bias : 0, a2 = nc > 2 ? q[2].bias : 0;
-    int32_t a3 = nc > 3 ? q[3].bias : 0;
+    int32_t a0 = QTC_ACC0(q[0], mode), a1 = nc > 1 ? QTC_ACC0(q[1], mode) : 0;
+    int32_t a2 = nc > 2 ? QTC_ACC0(q[2], mode) : 0, a3 = nc > 3 ? QTC_ACC0(q[3], mode) : 0;
     int32_t b0 = a0, b1 = a1, b2 = a2, b3 = a3;
     const int8_t *wp = wb;
     int32_t ky, s, k;
@@ -216,26 +289,26 @@ QTC_INLINE void qtc_conv_block(const int8_t *QTC_RESTRICT xw, const int8_t *QTC_
             }
         }
     }
-    QTC_PUT(y[0], qtc_rq_s8(a0, &q[0], mode, lo, hi));
+    qtc_rq_put(&y[0], a0, &q[0], mode, lo, hi);
     if (np > 1) {
-        QTC_PUT(y[y_step], qtc_rq_s8(b0, &q[0], mode, lo, hi));
+        qtc_rq_put(&y[y_step], b0, &q[0], mode, lo, hi);
     }
     if (nc > 1) {
-        QTC_PUT(y[1], qtc_rq_s8(a1, &q[1], mode, lo, hi));
+        qtc_rq_put(&y[1], a1, &q[1], mode, lo, hi);
         if (np > 1) {
-            QTC_PUT(y[y_step + 1], qtc_rq_s8(b1, &q[1], mode, lo, hi));
+            qtc_rq_put(&y[y_step + 1], b1, &q[1], mode, lo, hi);
         }
     }
     if (nc > 2) {
-        QTC_PUT(y[2], qtc_rq_s8(a2, &q[2], mode, lo, hi));
+        qtc_rq_put(&y[2], a2, &q[2], mode, lo, hi);
         if (np > 1) {
-            QTC_PUT(y[y_step + 2], qtc_rq_s8(b2, &q[2], mode, lo, hi));
+            qtc_rq_put(&y[y_step + 2], b2, &q[2], mode, lo, hi);
         }
     }
     if (nc > 3) {
-        QTC_PUT(y[3], qtc_rq_s8(a3, &q[3], mode, lo, hi));
+        qtc_rq_put(&y[3], a3, &q[3], mode, lo, hi);
         if (np > 1) {
-            QTC_PUT(y[y_step + 3], qtc_rq_s8(b3, &q[3], mode, lo, hi));
+            qtc_rq_put(&y[y_step + 3], b3, &q[3], mode, lo, hi);
         }
     }
 }
@@ -324,7 +397,7 @@ QTC_INLINE void qtc_conv_ws(const qtc_conv_params_t *p, const int8_t *QTC_RESTRI
             int32_t ox = 0;
 #define WK(t) wc[(t) * width] /* reloaded each step: frees registers for the accumulators */
             for (; ox + 4 <= OW; ox += 4) {
-                int32_t a0 = qc.bias, a1 = qc.bias, a2 = qc.bias, a3 = qc.bias, ky, e;
+                int32_t a0 = QTC_ACC0(qc, mode), a1 = a0, a2 = a0, a3 = a0, ky, e;
                 QTC_UNROLL(16)
                 for (ky = 0; ky < p->k_h; ++ky) {
                     const int8_t *xr = xrow + ky * rs + ox * px;
@@ -340,16 +413,16 @@ QTC_INLINE void qtc_conv_ws(const qtc_conv_params_t *p, const int8_t *QTC_RESTRI
                         QTC_BARRIER(); /* one kernel row's inputs live at a time */
                     }
                 }
-                QTC_PUT(yc[0], qtc_rq_s8(a0, &qc, mode, lo, hi));
-                QTC_PUT(yc[OC], qtc_rq_s8(a1, &qc, mode, lo, hi));
-                QTC_PUT(yc[2 * OC], qtc_rq_s8(a2, &qc, mode, lo, hi));
-                QTC_PUT(yc[3 * OC], qtc_rq_s8(a3, &qc, mode, lo, hi));
+                qtc_rq_put(&yc[0], a0, &qc, mode, lo, hi);
+                qtc_rq_put(&yc[OC], a1, &qc, mode, lo, hi);
+                qtc_rq_put(&yc[2 * OC], a2, &qc, mode, lo, hi);
+                qtc_rq_put(&yc[3 * OC], a3, &qc, mode, lo, hi);
                 yc += 4 * OC;
             }
 #undef WK
 #define WK(t) wk[t]
             for (; ox < OW; ++ox) {
-                int32_t a0 = qc.bias, ky, e;
+                int32_t a0 = QTC_ACC0(qc, mode), ky, e;
                 QTC_UNROLL(16)
                 for (ky = 0; ky < p->k_h; ++ky) {
                     const int8_t *xr = xrow + ky * rs + ox * px;
@@ -359,7 +432,7 @@ QTC_INLINE void qtc_conv_ws(const qtc_conv_params_t *p, const int8_t *QTC_RESTRI
                         QTC_WS_MAC(a0, 0);
                     }
                 }
-                QTC_PUT(yc[0], qtc_rq_s8(a0, &qc, mode, lo, hi));
+                qtc_rq_put(&yc[0], a0, &qc, mode, lo, hi);
                 yc += OC;
             }
 #undef WK
@@ -381,7 +454,7 @@ QTC_INLINE void qtc_conv_row_grouped(const qtc_conv_params_t *p, const int8_t *Q
         const int8_t *xw = base + ox * px;
         for (o = 0; o < OC; ++o) {
             const int8_t *wo = w + o * K;
-            int32_t acc = q[o].bias;
+            int32_t acc = QTC_ACC0(q[o], p->rq);
             for (ky = 0; ky < p->k_h; ++ky) {
                 for (kx = 0; kx < p->k_w; ++kx) {
                     const int8_t *xs = xw + ky * rs + kx * dx + (o / og) * ig;
@@ -390,7 +463,7 @@ QTC_INLINE void qtc_conv_row_grouped(const qtc_conv_params_t *p, const int8_t *Q
                     }
                 }
             }
-            QTC_PUT(y[o], qtc_rq_s8(acc, &q[o], (int)p->rq, p->act_min, p->act_max));
+            qtc_rq_put(&y[o], acc, &q[o], (int)p->rq, p->act_min, p->act_max);
         }
         y += OC;
     }
@@ -409,13 +482,13 @@ QTC_INLINE void qtc_dw_row(const qtc_conv_params_t *p, const int8_t *QTC_RESTRIC
         const int8_t *wo = w;
         for (o = 0; o < OC; ++o) {
             const int8_t *xc = xw + o / cm;
-            int32_t acc = q[o].bias;
+            int32_t acc = QTC_ACC0(q[o], p->rq);
             QTC_UNROLL(25)
             for (t = 0; t < T; ++t) {
                 acc += xc[(t / KW) * rs + (t % KW) * dx] * wo[t];
             }
             wo += T;
-            QTC_PUT(y[o], qtc_rq_s8(acc, &q[o], (int)p->rq, p->act_min, p->act_max));
+            qtc_rq_put(&y[o], acc, &q[o], (int)p->rq, p->act_min, p->act_max);
         }
         y += OC;
     }
@@ -507,12 +580,12 @@ QTC_INLINE void qtc_depthwise_conv3x3_s8(const qtc_conv_params_t *p, const int8_
  * output j of a packed block of width nc start at wb + j. */
 #define QTC_FC_SMALL_OUT(j, nc)                                                              \
     do {                                                                                    \
-        int32_t acc_ = q[j].bias, k_;                                                       \
+        int32_t acc_ = QTC_ACC0(q[j], mode), k_;                                            \
         QTC_UNROLL(8)                                                                       \
         for (k_ = 0; k_ < K; ++k_) {                                                        \
             acc_ += xk[k_] * wb[(nc) * k_ + (j)];                                           \
         }                                                                                   \
-        QTC_PUT(yr[j], qtc_rq_s8(acc_, &q[j], mode, lo, hi));                               \
+        qtc_rq_put(&yr[j], acc_, &q[j], mode, lo, hi);                                      \
         QTC_BARRIER();                                                                      \
     } while (0)
 
@@ -552,6 +625,54 @@ QTC_INLINE void qtc_fc_small(const qtc_fc_params_t *p, const int8_t *QTC_RESTRIC
         }
         if (tail > 2) {
             QTC_FC_SMALL_OUT(2, tail);
+        }
+    }
+}
+
+/* One output of the fully-connected table: the row is in xk; its record starts at t + (j) * T. */
+#define QTC_FC_TABLE_OUT(j)                                                                 \
+    do {                                                                                    \
+        const int32_t *tj_ = t + (j) * T;                                                   \
+        int32_t z_ = tj_[0], k_;                                                            \
+        QTC_UNROLL(8)                                                                       \
+        for (k_ = 0; k_ < K; ++k_) {                                                        \
+            z_ += xk[k_] * tj_[2 + k_];                                                     \
+        }                                                                                   \
+        qtc_mulh_put(&yr[j], z_, tj_[1], QTC_RQ_RSH(p->rq), lo, hi);                        \
+    } while (0)
+
+/* A fully-connected layer with few inputs per row (K <= QTC_FC_SMALL_K) in QTC_RQ_MULH,
+ * from one int32 table with a record of T = K + 2 words per output:
+ *   {B, m, w[0] * 2^L, ..., w[K-1] * 2^L}
+ * (L folded into the weights, so the rq code has L = 0 and z starts at B).  The row
+ * stays in registers; per output: K loads, multiplies and adds, one load of m, mulh,
+ * srai, the clamp, one store; one pointer walks the table. */
+QTC_INLINE void qtc_fc_table_s8(const qtc_fc_params_t *p, const int8_t *QTC_RESTRICT x,
+                                const int32_t *QTC_RESTRICT table, int8_t *QTC_RESTRICT y)
+{
+    const int32_t K = p->in_features, OC = p->out_features, T = K + 2;
+    const int32_t lo = p->act_min, hi = p->act_max;
+    int32_t r, o, k;
+    for (r = 0; r < p->rows; ++r) {
+        int32_t xk[QTC_FC_SMALL_K];
+        const int32_t *t = table;
+        int8_t *yr = y + r * OC;
+        QTC_UNROLL(8)
+        for (k = 0; k < K; ++k) {
+            xk[k] = x[r * K + k];
+        }
+        for (o = 0; o + 4 <= OC; o += 4) {
+            QTC_FC_TABLE_OUT(0);
+            QTC_FC_TABLE_OUT(1);
+            QTC_FC_TABLE_OUT(2);
+            QTC_FC_TABLE_OUT(3);
+            t += 4 * T;
+            yr += 4;
+        }
+        for (; o < OC; ++o) {
+            QTC_FC_TABLE_OUT(0);
+            t += T;
+            yr += 1;
         }
     }
 }

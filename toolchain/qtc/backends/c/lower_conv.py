@@ -3,8 +3,9 @@
 Compile-time work (so the kernels' inner loops stay tight):
 * per-channel multiplier/shift from input_scale * w_scale[c] / output_scale
   (TFLite QuantizeMultiplier, via the interpreter's numerics), turned into the
-  kernels' requantization records (``qtc_rq_t``) and a per-layer mode: the
-  merged fast form where it is provably exact, else TFLite's two steps;
+  kernels' requantization records (``qtc_rq_t``) and a per-layer mode: one fitted
+  high multiply (``requant_fit``) where it is provably exact, else the merged fast
+  form where that is, else TFLite's two steps;
 * the input zero point folded into the bias: bias[c] - zp_in * sum(w[c]);
 * the fused activation folded into the int8 clamp range;
 * the padded row width of the scratch band when any window crosses the padding.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .lowering import Lowered, NodeCtx, lowers
+from .requant_fit import MulhFit, fit_mulh
 
 INT32 = (-(1 << 31), (1 << 31) - 1)
 
@@ -58,7 +60,28 @@ def _folded_bias(c: NodeCtx, bias: np.ndarray, wi: np.ndarray, in_zp: int) -> np
 
 
 # requantization modes of qtc_kernels_conv.h
-RQ_EXACT, RQ_FAST, RQ_FAST_NONNEG = 0, 1, 2
+RQ_EXACT, RQ_FAST, RQ_FAST_NONNEG, RQ_MULH = 0, 1, 2, 3
+
+
+def rq_code(mode: int, lsh: int = 0, rsh: int = 0) -> int:
+    """A layer's rq code (QTC_RQ_MODE / QTC_RQ_LSH / QTC_RQ_RSH in qtc_kernels_conv.h)."""
+    assert 0 <= mode < 16 and 0 <= lsh < 32 and 0 <= rsh < 32
+    return mode | lsh << 4 | rsh << 9
+
+
+def choose_requant(c: NodeCtx, folded: np.ndarray, wi: np.ndarray, mult: np.ndarray, shift: np.ndarray,
+                   out_zp: int, act_min: int, act_max: int) -> tuple[np.ndarray, int, str, MulhFit | None]:
+    """Records, rq code and a comment for a conv/FC layer: ``QTC_RQ_MULH`` when it fits
+    (requant_fit), else :func:`requant_records`'s mode."""
+    fit = fit_mulh(c.num, folded, wi, mult, shift, out_zp, act_min, act_max)
+    if fit is not None:
+        zeros = np.zeros_like(fit.bias)
+        records = np.stack([fit.bias, fit.mult, zeros, zeros], axis=1)
+        return (records, rq_code(RQ_MULH, fit.lsh, fit.rsh),
+                f"{{B = (bias - zp_in * sum(w)) * 2^{fit.lsh} + a, m, -, -}} per output, QTC_RQ_MULH "
+                f"(L = {fit.lsh}, s = {fit.rsh})", fit)
+    records, mode = requant_records(folded, wi, mult, shift, out_zp, act_min)
+    return records, rq_code(mode), f"{{bias - zp_in * sum(w), mult, add, shift}} per output, {RQ_NAMES[mode]}", None
 
 
 def requant_records(folded: np.ndarray, wi: np.ndarray, mult: np.ndarray, shift: np.ndarray,
@@ -91,6 +114,7 @@ def _band_width(in_w: int, out_w: int, k_w: int, stride: int, dil: int, pad_left
 
 
 WS_MAX_K, WS_MAX_SPAN = 12, 64  # QTC_WS_MAX_K and the unroll limit of qtc_conv_ws
+FC_SMALL_K = 8                  # QTC_FC_SMALL_K: the row of a small fully connected layer stays in registers
 
 
 def _weight_stationary(k_h: int, k_w: int, in_c: int, out_w: int, sw: int, dw: int) -> bool:
@@ -137,11 +161,11 @@ def lower_conv(c: NodeCtx) -> Lowered:
     rows = (out_h - 1) * sh + (k_h - 1) * dh + 1 if ws else k_h  # padded rows the scratch holds
     scratch = rows * band_w * in_c
     folded = _folded_bias(c, bias, wi, in_zp)
-    records, mode = requant_records(folded, wi, mult, shift, out_zp, lo)
+    records, rq, rq_text, _ = choose_requant(c, folded, wi, mult, shift, out_zp, lo, hi)
     params = dict(batch=n, in_h=in_h, in_w=in_w, in_c=in_c, out_h=out_h, out_w=out_w, out_c=out_c,
                   k_h=k_h, k_w=k_w, stride_h=sh, stride_w=sw, dil_h=dh, dil_w=dw,
                   pad_top=pad_top, pad_left=pad_left, groups=groups, in_zp=in_zp, out_zp=out_zp,
-                  act_min=lo, act_max=hi, band_w=band_w, ws=ws, rq=mode)
+                  act_min=lo, act_max=hi, band_w=band_w, ws=ws, rq=rq)
     if depthwise:
         kernel = "qtc_depthwise_conv3x3_s8" if (k_h, k_w) == (3, 3) and out_c == in_c else "qtc_depthwise_conv_s8"
         wflat = wi.reshape(out_c, k_h * k_w)
@@ -156,8 +180,7 @@ def lower_conv(c: NodeCtx) -> Lowered:
     layout = "packed by 4 output channels" if packed else "per output channel"
     wname = c.array("w", "int8_t", pack4(wflat) if packed else wflat,
                     f"{c.node.name} weights {list(wi.shape)}, {layout}", guard=qtc_only)
-    qname = c.array("q", "qtc_rq_t", records, f"{{bias - zp_in * sum(w), mult, add, shift}} per output channel, "
-                    f"{RQ_NAMES[mode]}", guard=qtc_only)
+    qname = c.array("q", "qtc_rq_t", records, rq_text, guard=qtc_only)
     pname = c.struct("p", "qtc_conv_params_t", params, guard=qtc_only)
     args = f"&{pname}, $X0, {wname}, {qname}"
     if kernel == "qtc_conv1x1_s8":
@@ -195,14 +218,22 @@ def lower_fc(c: NodeCtx) -> Lowered:
     lo, hi = c.out_range(c.attr("activation"))
     esp = c.esp_nn and in_f < (1 << 16) and out_f < (1 << 16)
     qtc_only = "!QTC_USE_ESP_NN" if esp else None
-    records, mode = requant_records(_folded_bias(c, bias, wi, in_zp), wi, mult, shift, out_zp, lo)
-    wname = c.array("w", "int8_t", pack4(wi), f"{c.node.name} weights {list(wi.shape)}, packed by 4 outputs",
-                    guard=qtc_only)
-    qname = c.array("q", "qtc_rq_t", records, f"{{bias - zp_in * sum(w), mult, add, shift}} per output, "
-                    f"{RQ_NAMES[mode]}", guard=qtc_only)
-    pname = c.struct("p", "qtc_fc_params_t", dict(rows=rows, in_features=in_f, out_features=out_f,
-                                                  out_zp=out_zp, act_min=lo, act_max=hi, rq=mode), guard=qtc_only)
-    code = [f"qtc_fully_connected_s8(&{pname}, $X0, {wname}, {qname}, $Y0);"]
+    records, rq, rq_text, fit = choose_requant(c, _folded_bias(c, bias, wi, in_zp), wi, mult, shift, out_zp,
+                                               lo, hi)
+    fields = dict(rows=rows, in_features=in_f, out_features=out_f, out_zp=out_zp, act_min=lo, act_max=hi)
+    if fit is not None and in_f <= FC_SMALL_K:
+        # one table {B, m, w * 2^L} per output; the weights carry the 2^L, so the rq code has L = 0
+        table = np.concatenate([fit.bias[:, None], fit.mult[:, None], wi << fit.lsh], axis=1)
+        tname = c.array("t", "int32_t", table, f"{c.node.name}: {{B, m, w[0..{in_f - 1}] * 2^{fit.lsh}}} per output, "
+                        f"QTC_RQ_MULH (s = {fit.rsh})", guard=qtc_only)
+        pname = c.struct("p", "qtc_fc_params_t", dict(fields, rq=rq_code(RQ_MULH, 0, fit.rsh)), guard=qtc_only)
+        code = [f"qtc_fc_table_s8(&{pname}, $X0, {tname}, $Y0);"]
+    else:
+        wname = c.array("w", "int8_t", pack4(wi), f"{c.node.name} weights {list(wi.shape)}, packed by 4 outputs",
+                        guard=qtc_only)
+        qname = c.array("q", "qtc_rq_t", records, rq_text, guard=qtc_only)
+        pname = c.struct("p", "qtc_fc_params_t", dict(fields, rq=rq), guard=qtc_only)
+        code = [f"qtc_fully_connected_s8(&{pname}, $X0, {wname}, {qname}, $Y0);"]
     if not esp:
         return Lowered(code)
     from .esp_nn import esp_nn_fc
