@@ -95,7 +95,7 @@ def deploy(model: str | Path, *, target: str = "esp32", data: str | Path, out_di
         meta = q.metadata.get("quantization", {})
         pf = sorted(meta.get("per_feature_input") or {})
         return (f"{tgt.name} {meta.get('method', method)} W{meta.get('wbits', 8)}A{meta.get('abits', 8)}"
-                + (f", per-feature params on input {', '.join(pf)}" if pf else ""))
+                + (f", per-feature params on input {', '.join(map(repr, pf))}" if pf else ""))
 
     def do_tflite() -> str:
         from .backends.tflite import compile_tflite
