@@ -1,6 +1,6 @@
 """QAT against PTQ at low bit widths: float, the best PTQ, and QAT, side by side.
 
-    python -m bench.qat_vs_ptq [--models digits_cnn,ts_cnn] [--bits w4a4,w2a8] [--models-dir build/models]
+    python -m bench.qat_vs_ptq [--models digits_cnn,ts_cnn,policy_head] [--bits w4a4,w2a8] [--models-dir build/models]
                                [--qat-epochs 8] [--qat-lr 3e-3] [--qat-quant-lr 1e-2] [--qat-distill-alpha 0]
                                [--qat-batch-size 64] [--qat-train-data training] [--adaround-iters 1000] [--target host]
                                [--work build/bench/qat_vs_ptq] [--out bench/results/qat_vs_ptq.json]
@@ -42,7 +42,7 @@ from qtc.atomic import save_json
 
 SCHEMA = "qtc.bench.qat_vs_ptq/1"
 BITS = {"w8a8": (8, 8), "w4a8": (4, 8), "w4a4": (4, 4), "w2a8": (2, 8)}
-DEFAULT_MODELS = ("digits_cnn", "ts_cnn")
+DEFAULT_MODELS = ("digits_cnn", "ts_cnn", "policy_head")
 DEFAULT_BITS = ("w4a4", "w2a8")
 QAT_DATA = {"training": "the model's training split with its labels (x_train, y_train from "
                         "models.<name>.make_data(seed in meta.json), the float checkpoint's training data)",

@@ -221,6 +221,27 @@ def test_train_all_digits_is_deterministic_and_accurate(tmp_path):
 
 
 @pytest.mark.slow
+def test_policy_head_make_data_reproduces_data_npz(example_models_dir):
+    """make_data(seed in meta.json) retrains the pair and gives data.npz's arrays exactly, plus the labelled
+    training split QAT trains on (qat.train_data: training): every training scene's head input and expert action."""
+    from models import policy_head
+
+    seed = int(zoo.load_meta("policy_head", example_models_dir)["seed"])
+    data = policy_head.make_data(seed)
+    frozen = zoo.load_data("policy_head", example_models_dir)
+    assert set(frozen) <= set(data)
+    for k, v in frozen.items():
+        assert data[k].dtype == v.dtype and np.array_equal(data[k], v), k
+    x, y = data["x_train"], data["y_train"]
+    assert x.dtype == np.float32 and y.dtype == np.int64 and x.shape == (deepsets.N_TRAIN, 36) and len(y) == len(x)
+    np.testing.assert_array_equal(x[:policy_head.N_CALIB], data["x_calib"])
+    np.testing.assert_array_equal(y, deepsets.make_scenes(deepsets.N_TRAIN, seed)["labels"])
+    assert np.all(np.bincount(y, minlength=len(deepsets.ACTIONS)) > 0.1 * len(y))
+    train_rows = {r.tobytes() for r in x}
+    assert not any(r.tobytes() in train_rows for r in data["x_eval"])
+
+
+@pytest.mark.slow
 def test_deep_sets_pair_end_to_end(tmp_path):
     from models._common import torch_predict
     from models.train_all import main
