@@ -189,3 +189,32 @@ def test_c_header_gives_the_per_feature_params(tmp_path):
     got = np.frombuffer(out.stdout, dtype=np.int8).reshape(50, 3)
     want = np.concatenate([run_quantized(qg, {"x": x[None]}, raw=True)["y"] for x in xs])
     np.testing.assert_array_equal(got, want)
+
+
+def test_layer_wbits_mixed_weights(tmp_path):
+    """fc1 at 8-bit weights, fc2 at 4: ranges, bias widths per layer, metadata, .tflite exact with TFLM."""
+    from qtc.backends.tflite import compile_tflite
+    from qtc.eval.runtimes import compare_bitexact
+    from qtc.passes.quantize.constraints import check
+
+    g, calib = _mlp(), _data(256, 10)
+    qg = _q(g, calib, wbits=4, layer_wbits={"fc1": 8}, per_channel=False)  # TFLM: INT4 FC per-tensor only
+    w1, w2 = (qg.tensors[n.inputs[1]] for n in qg.nodes if n.op == "FullyConnected")
+    assert (w1.quant.bits, w2.quant.bits) == (8, 4)
+    assert np.abs(w1.data).max() > 7 and np.abs(w2.data).max() <= 7
+    assert qg.metadata["quantization"]["layer_wbits"] == {"fc1": 8}
+    assert check(qg, "host") == []
+    compile_tflite(qg, tmp_path / "m.tflite")
+    rep = compare_bitexact(qg, (tmp_path / "m.tflite").read_bytes(), [_data(20, 11)], runtimes=("tflm",))
+    assert all(s["exact_samples"] == rep["samples"] for s in rep["runtimes"]["tflm"].values()), rep
+    # TI NPU: 24-bit bias at 8-bit weights, 16-bit at 4-bit (targets/ti-npu.yaml): each layer gets its own
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tq = quantize(g, {"x": calib}, target="ti-npu", progress=False, wbits=4, layer_wbits={"fc1": 8})
+    assert check(tq, "ti-npu") == []
+    with pytest.raises(QtcError, match="matches no node"):
+        _q(g, calib, layer_wbits={"nope": 8})
+    with pytest.raises(QtcError, match="matches no weight layer"):
+        _q(g, calib, layer_wbits={"x": 8})  # the graph input: a name, but no weight layer
+    with pytest.raises(QtcError, match="8, 4 or 2"):
+        _q(g, calib, layer_wbits={"fc1": 3})

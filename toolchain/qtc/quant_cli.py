@@ -70,6 +70,8 @@ def calibrate_cmd(model, data, calib_count, eval_count, seed, out_dir, quiet):
 @click.option("--adaround-iters", type=click.IntRange(1, 100000), default=None,
               help="AdaRound iterations per layer (default 1000)")
 @click.option("--adaround-seed", type=int, default=None, help="AdaRound seed (default 0)")
+@click.option("--layer-wbits", "layer_wbits", multiple=True, metavar="NAME=BITS",
+              help="weight bits 8/4/2 for one layer or scope prefix, e.g. fc1=8 with --wbits 4 (repeat)")
 @click.option("--per-feature-input", "per_feature_input", is_flag=True,
               help="one scale/zero point per input feature, folded into the first FullyConnected layers "
                    "(for inputs whose features have different ranges; the params go to the model's metadata)")
@@ -79,7 +81,7 @@ def calibrate_cmd(model, data, calib_count, eval_count, seed, out_dir, quiet):
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def quantize_cmd(model, target, method, percentile, wbits, abits, mode, keep_float, int16, per_channel,
                  weight_method, calib, equalize, bias_correction, adaround, adaround_iters, adaround_seed,
-                 per_feature_input, proposal, out, quiet):
+                 layer_wbits, per_feature_input, proposal, out, quiet):
     """Post-training quantization of MODEL for --target (TFLite int8 scheme under the target's rules)."""
     from .ir.serialize import save
     from .passes.quantize import quantize
@@ -119,7 +121,7 @@ def quantize_cmd(model, target, method, percentile, wbits, abits, mode, keep_flo
                       observer_settings=settings, weight_method=weight_method,
                       seed=(record or {}).get("seed"), progress=not quiet, equalize=equalize,
                       bias_correction=bias_correction, adaround=False if ada is None else ada,
-                      per_feature_input=per_feature_input)
+                      per_feature_input=per_feature_input, layer_wbits=_layer_bits(layer_wbits))
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     meta = qg.metadata["quantization"]
@@ -139,9 +141,21 @@ def quantize_cmd(model, target, method, percentile, wbits, abits, mode, keep_flo
         click.echo(f"  adaround: {len(meta['adaround']['layers'])} layer(s), {changed} weight(s) rounded the other way")
     if meta.get("bias_correction"):
         click.echo(f"  bias correction: {len(meta['bias_correction']['layers'])} layer(s)")
+    if meta.get("layer_wbits"):
+        click.echo("  weight bits per layer: " + ", ".join(f"{k}={v}" for k, v in meta["layer_wbits"].items()))
     for name, pf in (meta.get("per_feature_input") or {}).items():
         click.echo(f"  input {name}: per-feature params for {pf['features']} features "
                    f"(quantize it with metadata input_quant, not the tensor's params)")
+
+
+def _layer_bits(items) -> dict[str, int]:
+    out = {}
+    for item in items:
+        name, sep, bits = item.rpartition("=")
+        if not sep or not name or not bits.strip().isdigit():
+            raise QtcError(f"--layer-wbits {item!r} is not NAME=BITS", hint="e.g. --layer-wbits fc1=8")
+        out[name] = int(bits)
+    return out
 
 
 @click.command("check")

@@ -32,9 +32,10 @@ class Builder:
     """Rewrites the (copied) float graph node by node into the quantized graph."""
 
     def __init__(self, g: Graph, spec: QuantSpec, act_params, int_nodes: set[str], dynamic_nodes: set[str],
-                 weight_method: str):
+                 weight_method: str, layer_wbits: dict[str, int] | None = None):
         self.g = g
         self.spec = spec
+        self.layer_wbits = dict(layer_wbits or {})  # node name -> its weight bits (else spec.wbits)
         self.act_params = act_params  # tensor name -> QuantParams from its observer
         self.int_nodes = int_nodes
         self.dynamic_nodes = dynamic_nodes  # float nodes whose weights become int8 + Dequantize
@@ -130,11 +131,14 @@ class Builder:
         for o in n.outputs:
             self.float_of[o] = o
 
+    def _wbits(self, n: Node) -> int:
+        return self.layer_wbits.get(n.name, self.spec.wbits)
+
     def _dynamic_weight(self, n: Node, name: str) -> str:
         slot = self._const_slot(name)
         t = self.g.tensors[slot]
         per_channel = self.spec.per_channel and n.op in WEIGHTED_OPS
-        q, qp = quantize_weight(t.data, bits=self.spec.wbits, per_channel=per_channel,
+        q, qp = quantize_weight(t.data, bits=self._wbits(n), per_channel=per_channel,
                                 power_of_two=self.spec.power_of_two, method=self.weight_method,
                                 rounding=self.spec.rounding)
         t.data, t.dtype, t.quant = q, "int8", qp
@@ -193,7 +197,7 @@ class Builder:
         if not w.is_const:
             raise QtcError(f"{n.op} weight {ins[1]!r} is not a constant", where=f"node {n.name}",
                            hint="run canonicalize (constant folding) first, or keep this layer float")
-        q, wq = quantize_weight(w.data, bits=spec.wbits, per_channel=spec.per_channel,
+        q, wq = quantize_weight(w.data, bits=self._wbits(n), per_channel=spec.per_channel,
                                 power_of_two=spec.power_of_two, method=self.weight_method,
                                 rounding=spec.rounding)
         w.data, w.dtype, w.quant = q, "int8", wq
@@ -203,14 +207,15 @@ class Builder:
             bname = self._const_slot(ins[2])
             b = self.g.tensors[bname]
             in_scale = float(self.g.tensors[ins[0]].quant.scale[0])
-            qb, bq, clipped = quantize_bias(b.data, in_scale, wq.scale, bits=spec.bias_bits,
+            bias_bits = spec.bias_bits_at(self._wbits(n))
+            qb, bq, clipped = quantize_bias(b.data, in_scale, wq.scale, bits=bias_bits,
                                             rounding=spec.rounding)
             if clipped:
                 msg = (f"node {n.name}: {clipped} bias value(s) of {bname!r} exceed the target's "
-                       f"{spec.bias_bits}-bit bias and were clipped")
+                       f"{bias_bits}-bit bias and were clipped")
                 warnings.warn(msg, QuantizeWarning, stacklevel=4)
                 self.bias_clipped.append({"node": n.name, "tensor": bname, "count": clipped,
-                                          "bits": spec.bias_bits})
+                                          "bits": bias_bits})
             b.data, b.dtype, b.quant = qb, "int32", bq
             ins[2] = bname
         return ins
@@ -222,7 +227,7 @@ class Builder:
         if not np.issubdtype(t.data.dtype, np.floating):
             return slot  # integer constants (indices, shapes) stay as they are
         if n.op == "MatMul":
-            q, qp = quantize_weight(t.data, bits=self.spec.wbits, per_channel=False,
+            q, qp = quantize_weight(t.data, bits=self._wbits(n), per_channel=False,
                                     power_of_two=self.spec.power_of_two, rounding=self.spec.rounding)
         else:
             d = t.data.astype(np.float64)

@@ -48,6 +48,11 @@ class QuantSpec:
     ops: list[str] | None = None
     float_ops: list[str] = field(default_factory=list)
     rounding: str = "half_away"
+    bias_bits_by_wbits: dict = field(default_factory=dict)  # the target's bias width at other weight bits
+
+    def bias_bits_at(self, wbits: int) -> int:
+        """The bias width for a layer with ``wbits``-bit weights (per-layer weight bits)."""
+        return int(self.bias_bits_by_wbits.get(wbits, self.bias_bits)) if wbits != self.wbits else self.bias_bits
 
     def to_json(self) -> dict:
         return {"target": self.target, "abits": self.abits, "wbits": self.wbits,
@@ -90,7 +95,8 @@ def spec_for(target, *, wbits: int | None = None, abits: int | None = None,
                      per_channel=pc, power_of_two=bool(c.get("power_of_two", False)),
                      bias_bits=bias_bits_for(c, wbits), channel_multiple=int(c.get("channel_multiple", 1) or 1),
                      ops=list(c["ops"]) if c.get("ops") else None, float_ops=list(c.get("float_ops") or []),
-                     rounding=str(c.get("rounding", "half_away")))
+                     rounding=str(c.get("rounding", "half_away")),
+                     bias_bits_by_wbits={b: bias_bits_for(c, b) for b in (2, 4, 8)})
 
 
 @dataclass
@@ -156,10 +162,11 @@ def check(g: Graph, target) -> list[Violation]:
 
     if not any(tt.quant is not None for tt in g.tensors.values()):
         out.append(Violation(g.name, "not-quantized", "the graph has no quantized tensor; run 'qtc quantize' first"))
-    wbits = _weight_bits(g)
-    bias_bits = bias_bits_for(c, wbits)
-    blo, bhi = -(1 << (bias_bits - 1)), (1 << (bias_bits - 1)) - 1
+    graph_bias_bits = bias_bits_for(c, _weight_bits(g))
     for node in g.nodes:
+        wq = g.tensors[node.inputs[1]].quant if node.op in WEIGHTED_OPS and len(node.inputs) > 1 else None
+        bias_bits = bias_bits_for(c, wq.bits) if wq is not None else graph_bias_bits  # per-layer weight bits
+        blo, bhi = -(1 << (bias_bits - 1)), (1 << (bias_bits - 1)) - 1
         if ops is not None and node.op not in ops:
             out.append(Violation(node.name, "op", f"op {node.op} is not supported on target {t.name}"))
         for i, name in enumerate(node.inputs):

@@ -95,6 +95,22 @@ def _select(g: Graph, patterns: Iterable[str], what: str) -> set[str]:
     return chosen
 
 
+def _layer_wbits(g: Graph, layer_wbits: dict[str, int] | None) -> dict[str, int]:
+    """{weight-layer node name: bits} from ``{name or scope prefix: bits}`` (later patterns win)."""
+    out: dict[str, int] = {}
+    weighted = {n.name for n in g.nodes if n.op in (*WEIGHTED_OPS, "MatMul")}
+    for pattern, bits in (layer_wbits or {}).items():
+        if int(bits) not in (2, 4, 8):
+            raise QtcError(f"--layer-wbits {pattern}={bits}: weight bits must be 8, 4 or 2",
+                           hint="e.g. --layer-wbits fc1=8")
+        hit = _select(g, [pattern], "--layer-wbits") & weighted
+        if not hit:
+            raise QtcError(f"--layer-wbits {pattern!r} matches no weight layer", where=f"graph {g.name}",
+                           hint="name a Conv/FullyConnected/MatMul node or a scope prefix ('qtc show' lists them)")
+        out.update({name: int(bits) for name in hit})
+    return out
+
+
 def _canonical(g: Graph) -> Graph:
     from .. import canonicalize as _canonicalize  # noqa: PLC0415 - written alongside this pass
 
@@ -187,10 +203,10 @@ def _param_fn(observers: dict[str, Observer], spec: QuantSpec, int16_tensors: se
 
 
 def _build(g: Graph, spec: QuantSpec, act_params, int_nodes: set[str], dynamic_nodes: set[str],
-           weight_method: str) -> tuple[Graph, Builder]:
+           weight_method: str, layer_wbits: dict[str, int] | None = None) -> tuple[Graph, Builder]:
     """The quantized graph built from a copy of float graph ``g`` (``g`` is not modified)."""
     qg = g.copy()
-    b = Builder(qg, spec, act_params, int_nodes, dynamic_nodes, weight_method)
+    b = Builder(qg, spec, act_params, int_nodes, dynamic_nodes, weight_method, layer_wbits)
     b.inputs()
     for n in list(qg.nodes):
         b.node(n)
@@ -205,7 +221,8 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
              int16: Iterable[str] = (), per_channel: bool | None = None, *,
              observer_settings: dict | None = None, weight_method: str = "minmax", seed: int | None = None,
              canonicalize: bool = True, progress: bool = True, equalize: bool = False,
-             bias_correction: bool = False, adaround=False, per_feature_input: bool | str = False) -> Graph:
+             bias_correction: bool = False, adaround=False, per_feature_input: bool | str = False,
+             layer_wbits: dict[str, int] | None = None) -> Graph:
     """Post-training quantization of ``graph`` for ``target`` (see the module docstring).
 
     ``calib_inputs`` maps each graph input to its calibration samples, stacked
@@ -232,6 +249,10 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
     (:mod:`.input_features`); True requires it of every input (an error
     names one that cannot), ``"auto"`` applies it where it can.  The
     boundary params go to ``metadata["input_quant"]``.
+
+    ``layer_wbits`` maps node names or scope prefixes to weight bits (8/4/2)
+    for those layers (mixed-precision weights; the rest take ``wbits``); each
+    layer's bias width follows the target's rule for its weight bits.
     """
     if mode not in MODES:
         raise QtcError(f"unknown mode {mode!r}", hint=f"use one of: {', '.join(MODES)}")
@@ -272,6 +293,7 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
     int16_tensors = {o for n in g.nodes if n.name in int16_nodes for o in n.outputs}
     int16_tensors |= {p.lstrip("=") for p in int16 if p.lstrip("=") in g.inputs}
     int_nodes, float_nodes = _placement(g, spec, mode, keep_nodes)
+    wbits_of = _layer_wbits(g, layer_wbits)
     user_calib = calib_inputs  # hashed into the metadata as given (before any rewrite)
     pfi_fixed: dict[str, QuantParams] = {}
     pfi_boundary: dict[str, QuantParams] = {}
@@ -311,7 +333,7 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
                 weight_methods=WEIGHT_METHODS if weight_method == AUTO else (weight_method,),
                 settings=observer_settings, progress=progress,
                 param_fn=lambda obs: _param_fn(obs, spec, int16_tensors, g.name, pfi_fixed),
-                build=lambda params, wm: _build(g, spec, params, int_nodes, dynamic_nodes, wm)[0])
+                build=lambda params, wm: _build(g, spec, params, int_nodes, dynamic_nodes, wm, wbits_of)[0])
         else:
             observers = {name: make_observer(method, **observer_settings) for name in names}
             calib_meta = run_calibration(g, calib_inputs, observers, progress=progress)
@@ -324,7 +346,7 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
         weight_method = WEIGHT_METHODS[0]
     fg = g if (ada_cfg is not None or bias_correction) else None
     g, b = _build(g, spec, _param_fn(observers, spec, int16_tensors, g.name, pfi_fixed), int_nodes, dynamic_nodes,
-                  weight_method)
+                  weight_method, wbits_of)
     refine_meta = None
     if fg is not None:
         refine_meta = refine(g, fg, calib_inputs, spec, adaround_cfg=ada_cfg, bias_correction=bias_correction,
@@ -352,6 +374,7 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
         "canonicalized": bool(canonicalize),
         "weights": "symmetric narrow-range, axis 0" if spec.per_channel else "symmetric narrow-range, per-tensor",
         "equalization": eq_meta,
+        "layer_wbits": dict(sorted(wbits_of.items())) or None,
         "per_feature_input": {name: {"features": int(q.scale.size), "inner_scale": float(pfi_fixed[name].scale[0])}
                               for name, q in pfi_boundary.items()} or None,
         "auto": auto_meta,

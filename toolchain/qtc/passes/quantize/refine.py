@@ -55,10 +55,11 @@ def _set_bias(qg: Graph, layer: WeightLayer, b: np.ndarray, spec: QuantSpec, rep
         return
     in_scale = float(qg.tensors[node.inputs[0]].quant.scale[0])
     w_scale = qg.tensors[layer.w_int].quant.scale
-    qb, bq, clipped = quantize_bias(b, in_scale, w_scale, bits=spec.bias_bits, rounding=spec.rounding)
+    bias_bits = spec.bias_bits_at(qg.tensors[layer.w_int].quant.bits)
+    qb, bq, clipped = quantize_bias(b, in_scale, w_scale, bits=bias_bits, rounding=spec.rounding)
     if clipped:
         warnings.warn(f"node {layer.node}: {clipped} corrected bias value(s) exceed the target's "
-                      f"{spec.bias_bits}-bit bias and were clipped", QuantizeWarning, stacklevel=4)
+                      f"{bias_bits}-bit bias and were clipped", QuantizeWarning, stacklevel=4)
         report["bias_clipped"] = int(clipped)
     t.shape = tuple(qb.shape)
     t.data, t.dtype, t.quant = qb, "int32", bq
