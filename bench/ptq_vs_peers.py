@@ -28,6 +28,8 @@ For each model (built by ``python -m models.train_all --out build/models``):
   (:mod:`qtc.passes.quantize.input_features`); the row lists the inputs it
   applied to.  ``qtc-auto+adaround-w8a8+tensor-input`` is the recipe with the
   usual per-tensor input params, for comparison (where it applies).
+  ``qtc-auto+adaround-w4a8+first-layer-w8`` (peer_encoder, a diagnostic):
+  the W4A8 recipe with the first layer's weights at 8 bits (``layer_wbits``).
 
 Verdicts (:func:`verdicts`): W8A8 compares qtc's best method with the best
 peer, each picked by the eval metric among its own rows (the issue's "best
@@ -81,7 +83,8 @@ ADA_W4A8 = "qtc-auto+adaround-w4a8"
 MINMAX_W4A8 = "qtc-minmax-w4a8"
 INT16_ROW = "qtc-auto-w8a8+int16-input"
 TENSOR_INPUT_ROW = "qtc-auto+adaround-w8a8+tensor-input"
-DIAGNOSTIC_ROWS = (INT16_ROW, TENSOR_INPUT_ROW)
+FIRST_W8_ROW = "qtc-auto+adaround-w4a8+first-layer-w8"
+DIAGNOSTIC_ROWS = (INT16_ROW, TENSOR_INPUT_ROW, FIRST_W8_ROW)
 BIG_SCENES, BIG_SEED = 20000, 5000  # extra peer_encoder scenes (models.deepsets.make_scenes)
 BIG_WAVEFORMS, BIG_WAVE_SEED = 10000, 5000  # extra ts_cnn samples (models.ts_cnn.make_waveforms)
 # rows scored on ts_cnn's extra samples (qtc's interpreter takes ~20 s per 10k waveforms): every W8A8 method
@@ -301,6 +304,8 @@ def run_qtc(case: Case, fg, label: str, kw: dict) -> dict:
            "float_nodes": len(meta.get("float_nodes") or [])}
     if kw.get("int16"):
         out["int16"] = list(kw["int16"])
+    if kw.get("layer_wbits"):
+        out["layer_wbits"] = meta.get("layer_wbits")
     out["per_feature_input"] = sorted(meta.get("per_feature_input") or {})
     if meta.get("auto"):
         a = meta["auto"]
@@ -375,6 +380,10 @@ def bench_model(case: Case, peers: list[str], bits: list[str], adaround, log=pri
         kw = {"method": "auto", "weight_method": "auto", "wbits": 8, "abits": 8, "mode": "mixed",
               "int16": [fg.inputs[0], "=" + _first_layer(fg)]}
         timed(INT16_ROW, lambda: run_qtc(case, fg, INT16_ROW, kw))
+    if case.head is not None and "w4a8" in bits and adaround:  # peer_encoder's W4A8 loss is fc1's 4-bit weights
+        kw = {"method": "auto", "weight_method": "auto", "wbits": 4, "abits": 8, "adaround": adaround,
+              "layer_wbits": {"=" + _first_layer(fg): 8}}
+        timed(FIRST_W8_ROW, lambda: run_qtc(case, fg, FIRST_W8_ROW, kw))
     best = results.get(BEST) or {}
     if best.get("per_feature_input") and "w8a8" in bits and adaround:  # what per-feature input params bring
         kw = {"method": "auto", "weight_method": "auto", "wbits": 8, "abits": 8, "adaround": adaround,
