@@ -218,3 +218,29 @@ def test_layer_wbits_mixed_weights(tmp_path):
         _q(g, calib, layer_wbits={"x": 8})  # the graph input: a name, but no weight layer
     with pytest.raises(QtcError, match="8, 4 or 2"):
         _q(g, calib, layer_wbits={"fc1": 3})
+
+
+def test_cli_quantize_and_run_with_per_feature_params(tmp_path):
+    from click.testing import CliRunner
+
+    from qtc.cli import cli
+    from qtc.ir import load, save
+
+    def qtc(*args):
+        return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+    save(_mlp(), tmp_path / "m.qir")
+    np.save(tmp_path / "calib.npy", _data(256, 12)[:, None, :])
+    x = _data(1, 13)
+    np.save(tmp_path / "x.npy", x)
+    res = qtc("quantize", tmp_path / "m.qir", "--calib", tmp_path / "calib.npy", "--per-feature-input",
+              "--wbits", "4", "--layer-wbits", "fc1=8", "-o", tmp_path / "q.qir", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert "per-feature params for 4 features" in res.stdout and "fc1=8" in res.stdout
+    qg = load(tmp_path / "q.qir")
+    res = qtc("run", tmp_path / "q.qir", "--input", tmp_path / "x.npy", "--integer", "--raw", "-o", tmp_path / "y.npy")
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), run_quantized(qg, {"x": x}, raw=True)["y"])
+    res = qtc("quantize", tmp_path / "m.qir", "--calib", tmp_path / "calib.npy", "--layer-wbits", "fc1",
+              "-o", tmp_path / "bad.qir")
+    assert res.exit_code != 0 and "NAME=BITS" in res.stderr and not (tmp_path / "bad.qir").exists()
