@@ -16,6 +16,7 @@ from qtc.ir.validate import infer_shapes
 from qtc.passes.quantize import quantize
 from qtc.passes.quantize.collect import collect
 from qtc.passes.quantize.sensitivity import propose, rank_layers, sqnr_db, top1
+from qtc.passes.quantize.mixed import make_proposal, write_proposal
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +137,43 @@ def test_sensitivity_cli_and_apply_proposal(model, data, tmp_path):
     r = runner.invoke(quantize_cmd, [str(mpath), "--calib", str(tmp_path / "d"), "--apply-proposal", str(bad),
                                      "-o", str(tmp_path / "x.qir")])
     assert r.exit_code != 0 and isinstance(r.exception, QtcError)
+
+
+def test_w8_proposal_gives_mixed_weight_bits(data, tmp_path):
+    """At 4-bit weights, 'high precision' = 8-bit weights: the proposal names layers, quantize applies them."""
+    from click.testing import CliRunner
+
+    from qtc.quant_cli import quantize_cmd
+
+    x, _ = data
+    calib = {"x": x[:200]}
+    rng = np.random.default_rng(3)
+    g = Graph(name="mlp2")  # no outlier here: 8-bit weights fix what 2-bit weights break
+    g.add_tensor("x", (1, 64))
+    g.add_const("fc0/w", rng.normal(0, 0.3, (32, 64)).astype(np.float32))
+    g.add_const("fc1/w", rng.normal(0, 0.3, (10, 32)).astype(np.float32))
+    g.add_node("FullyConnected", ["x", "fc0/w"], ["h0"], name="fc0", activation="relu")
+    g.add_node("FullyConnected", ["h0", "fc1/w"], ["logits"], name="fc1")
+    g.inputs, g.outputs = ["x"], ["logits"]
+    infer_shapes(g)
+    model = g
+    cg, ranking = rank_layers(model, calib, wbits=4, progress=False)
+    plan = propose(cg, calib, ranking, budget_sqnr=18.0, precision="w8", wbits=4, progress=False)
+    assert plan["met"] and plan["layers"] and plan["keep_float"] == [] and plan["int16"] == []
+    assert plan["layer_wbits"] == {f"={name}": 8 for name in plan["layers"]}
+    assert plan["steps"][0]["value"] < 18.0 <= plan["steps"][-1]["value"] and len(plan["layers"]) == 1
+    prop = tmp_path / "p.json"
+    write_proposal(prop, make_proposal(cg.name, {"wbits": 4}, {}, ranking, plan))
+    np.save(tmp_path / "calib.npy", calib["x"])
+    mpath = save(model, tmp_path / "m.qir")
+    r = CliRunner().invoke(quantize_cmd, [str(mpath), "--calib", str(tmp_path / "calib.npy"), "--wbits", "4",
+                                          "--apply-proposal", str(prop), "-o", str(tmp_path / "q.qir"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    q = load(tmp_path / "q.qir")
+    bits = {n.name: q.tensors[n.inputs[1]].quant.bits for n in q.nodes if n.op == "FullyConnected"}
+    assert {k for k, b in bits.items() if b == 8} == set(plan["layers"]) and 4 in bits.values()
+    from qtc.quant_cli import sensitivity_cmd
+
+    r = CliRunner().invoke(sensitivity_cmd, [str(mpath), "--calib", str(tmp_path / "calib.npy"), "--precision", "w8",
+                                             "--budget-sqnr", "18", "--quiet"])
+    assert r.exit_code != 0 and isinstance(r.exception, QtcError) and "already has 8-bit weights" in str(r.exception)

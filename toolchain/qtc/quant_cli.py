@@ -90,12 +90,14 @@ def quantize_cmd(model, target, method, percentile, wbits, abits, mode, keep_flo
 
     g = _load_model(model)
     keep_float, int16 = list(keep_float), list(int16)
+    proposal_wbits: dict[str, int] = {}
     if proposal:
         prop = load_proposal(proposal)
         for m in setting_mismatches(prop, _effective_settings(target, method, wbits, abits, per_channel,
                                                               weight_method)):
             click.echo(f"warning: {proposal}: measured with other settings ({m})", err=True)
         mode, keep_float, int16 = apply_proposal(prop, mode, keep_float, int16)
+        proposal_wbits = dict(prop.get("layer_wbits") or {})
     ada = None
     if adaround or adaround_iters is not None or adaround_seed is not None:
         if not adaround:
@@ -121,7 +123,8 @@ def quantize_cmd(model, target, method, percentile, wbits, abits, mode, keep_flo
                       observer_settings=settings, weight_method=weight_method,
                       seed=(record or {}).get("seed"), progress=not quiet, equalize=equalize,
                       bias_correction=bias_correction, adaround=False if ada is None else ada,
-                      per_feature_input=per_feature_input, layer_wbits=_layer_bits(layer_wbits))
+                      per_feature_input=per_feature_input,
+                      layer_wbits={**proposal_wbits, **_layer_bits(layer_wbits)})
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     meta = qg.metadata["quantization"]
@@ -213,8 +216,8 @@ def _fraction(text: str) -> float:
               help="quant_eval_<input>.npy (one per input) or the calibrate output folder")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False),
               help="labels .npy (default: quant_eval_labels.npy in the --eval folder)")
-@click.option("--precision", type=click.Choice(["float", "int16"]), default="float", show_default=True,
-              help="what 'high precision' means for the proposed layers")
+@click.option("--precision", type=click.Choice(["float", "int16", "w8"]), default="float", show_default=True,
+              help="what 'high precision' means for the proposed layers (w8: 8-bit weights in a low-bit run)")
 @click.option("-o", "--output", "out", type=click.Path(dir_okay=False), default=None, help="write proposal.json")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def sensitivity_cmd(model, calib, target, method, wbits, abits, per_channel, weight_method, budget_sqnr, budget_drop,
@@ -235,6 +238,9 @@ def sensitivity_cmd(model, calib, target, method, wbits, abits, per_channel, wei
         raise QtcError("give one budget, not both", hint="--budget-sqnr DB or --budget-drop X")
     qargs = {"target": target, "method": method, "wbits": wbits, "abits": abits, "per_channel": per_channel,
              "weight_method": weight_method}
+    if precision == "w8" and _effective_settings(target, method, wbits, abits, per_channel, weight_method)["wbits"] == 8:
+        raise QtcError("--precision w8 keeps layers at 8-bit weights; the run already has 8-bit weights",
+                       hint="use --wbits 4 or 2 with --precision w8, or --precision float/int16")
     cg, ranking = rank_layers(g, calib_arrays, progress=not quiet, **qargs)
     click.echo(f"{'rank':>4}  {'layer':<32} {'op':<16} {'SQNR dB':>9} {'params':>9}")
     for r in ranking:

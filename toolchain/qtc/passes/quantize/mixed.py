@@ -4,9 +4,10 @@ A proposal is JSON::
 
     {"format": "qtc-precision-proposal/1", "model": ..., "settings": {target, method, wbits, abits, ...},
      "calibration": {"samples", "sha256"}, "ranking": [{rank, layer, op, sqnr_db, params, quantized}],
-     "budget": {...} | null, "met": bool | null, "precision": "float" | "int16",
+     "budget": {...} | null, "met": bool | null, "precision": "float" | "int16" | "w8",
      "layers": [names kept at high precision],
-     "keep_float": ["=name", ...], "int16": ["=name", ...], "steps": [...]}
+     "keep_float": ["=name", ...], "int16": ["=name", ...], "layer_wbits": {"=name": 8, ...},
+     "steps": [...]}
 
 ``keep_float``/``int16`` hold exact-name patterns (``=name``) so applying a
 proposal selects exactly the layers it names, never a whole scope.
@@ -28,7 +29,7 @@ def make_proposal(model: str, settings: dict, calibration: dict, ranking: list[d
             "ranking": ranking, "budget": plan.get("budget"), "met": plan.get("met"),
             "precision": plan.get("precision", "float"), "layers": plan.get("layers", []),
             "keep_float": plan.get("keep_float", []), "int16": plan.get("int16", []),
-            "steps": plan.get("steps", [])}
+            "layer_wbits": plan.get("layer_wbits", {}), "steps": plan.get("steps", [])}
 
 
 def write_proposal(path, proposal: dict) -> Path:
@@ -50,6 +51,10 @@ def load_proposal(path) -> dict:
         if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
             raise QtcError(f"proposal field {key!r} must be a list of names", where=str(p),
                            hint="re-run 'qtc sensitivity' to regenerate it")
+    lw = data.get("layer_wbits", {})
+    if not isinstance(lw, dict) or not all(isinstance(k, str) and v in (2, 4, 8) for k, v in lw.items()):
+        raise QtcError("proposal field 'layer_wbits' must map names to 8, 4 or 2", where=str(p),
+                       hint="re-run 'qtc sensitivity' to regenerate it")
     return data
 
 

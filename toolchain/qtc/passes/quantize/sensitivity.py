@@ -11,7 +11,7 @@ so a low SQNR means the layer alone adds a large error.  Layers are ranked
 most sensitive (lowest SQNR) first.
 
 :func:`propose` then looks for the smallest set of layers to keep at high
-precision (float, or int16 activations): starting from the fully quantized
+precision (float, int16 activations, or 8-bit weights in a low-bit run): starting from the fully quantized
 model, it adds the next most sensitive layer to the set until the budget
 holds, measuring the whole quantized model each time.  A budget is a
 minimum output SQNR in dB (on the calibration set), or a maximum top-1
@@ -67,8 +67,10 @@ def precision_settings(layers: list[str], precision: str, g: Graph) -> dict:
     """quantize() keyword arguments keeping ``layers`` at ``precision`` (exact names)."""
     if precision == "float":
         return {"keep_float": [f"={name}" for name in layers], "int16": []}
+    if precision == "w8":  # mixed-precision weights: these layers' weights at 8 bits
+        return {"keep_float": [], "int16": [], "layer_wbits": {f"={name}": 8 for name in layers}}
     if precision != "int16":
-        raise QtcError(f"unknown precision {precision!r}", hint="use float or int16")
+        raise QtcError(f"unknown precision {precision!r}", hint="use float, int16 or w8")
     by_name = {n.name: n for n in g.nodes}
     pats: list[str] = []
     for name in layers:  # the layer's output and its activation input become int16 (a 16x8 layer)
