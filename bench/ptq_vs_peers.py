@@ -22,11 +22,12 @@ For each model (built by ``python -m models.train_all --out build/models``):
   calibration samples, :mod:`qtc.passes.quantize.select`);
   ``qtc-auto+adaround-<wXaY>`` adds AdaRound: this is **qtc's recipe**,
   fixed for every model (:data:`BEST`); nothing is picked on the eval split.
-  Every qtc row uses ``per_feature_input="auto"``: a graph input read only by
-  FullyConnected layers (peer_encoder, policy_head) gets one scale and zero
-  point per feature, folded into those layers
-  (:mod:`qtc.passes.quantize.input_features`); the row lists the inputs it
-  applied to.  ``qtc-auto+adaround-w8a8+tensor-input`` is the recipe with the
+  Every qtc row uses ``per_feature_input="auto"``: where a graph input is read
+  only by FullyConnected layers (peer_encoder, policy_head), qtc quantizes with
+  and without one scale and zero point per feature (folded into those layers,
+  :mod:`qtc.passes.quantize.input_features`) and keeps the one with the lower
+  output error on the calibration samples; the row lists the inputs it
+  applied to and both errors (``per_feature_choice``).  ``qtc-auto+adaround-w8a8+tensor-input`` is the recipe with the
   usual per-tensor input params, for comparison (where it applies).
   ``qtc-auto+adaround-w4a8+first-layer-w8`` (peer_encoder, a diagnostic):
   the W4A8 recipe with the first layer's weights at 8 bits (``layer_wbits``).
@@ -307,6 +308,8 @@ def run_qtc(case: Case, fg, label: str, kw: dict) -> dict:
     if kw.get("layer_wbits"):
         out["layer_wbits"] = meta.get("layer_wbits")
     out["per_feature_input"] = sorted(meta.get("per_feature_input") or {})
+    if meta.get("per_feature_choice"):
+        out["per_feature_choice"] = meta["per_feature_choice"]
     if meta.get("auto"):
         a = meta["auto"]
         out["auto"] = {k: a[k] for k in ("choices", "weight_method", "error", "scored_samples")}

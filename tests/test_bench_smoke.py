@@ -98,7 +98,10 @@ def test_bench_small_model_end_to_end(tmp_path, example_models_dir):
         expected |= {"qtc-auto+adaround-w8a8", "qtc-auto+adaround-w4a4", B.TENSOR_INPUT_ROW}
     assert set(res) == expected
     assert res["qtc-auto-w8a8"]["auto"]["scored_samples"] == 64  # chosen on the calibration samples only
-    assert res["qtc-minmax-w8a8"]["per_feature_input"] == ["input"]  # FC-fed input: per-feature params
+    for r in (res["qtc-minmax-w8a8"], res["qtc-mse-w4a4"]):  # FC-fed input: per-feature params tried, scored
+        pc = r["per_feature_choice"]
+        assert pc["chosen"] == min(pc["error"], key=pc["error"].get)
+        assert r["per_feature_input"] == (["input"] if pc["chosen"] == "per_feature" else [])
     if doc["adaround"]:
         assert res[B.TENSOR_INPUT_ROW]["per_feature_input"] == []
     v = m["verdicts"]

@@ -244,3 +244,16 @@ def test_cli_quantize_and_run_with_per_feature_params(tmp_path):
     res = qtc("quantize", tmp_path / "m.qir", "--calib", tmp_path / "calib.npy", "--layer-wbits", "fc1",
               "-o", tmp_path / "bad.qir")
     assert res.exit_code != 0 and "NAME=BITS" in res.stderr and not (tmp_path / "bad.qir").exists()
+
+
+def test_auto_keeps_the_lower_calibration_error():
+    g, calib = _mlp(), _data(256, 14)
+    for kw in ({"wbits": 8}, {"wbits": 2}):
+        qg = _q(g, calib, per_feature_input="auto", **kw)
+        pc = qg.metadata["quantization"]["per_feature_choice"]
+        assert set(pc["error"]) == {"per_feature", "per_tensor"}
+        assert pc["chosen"] == min(pc["error"], key=pc["error"].get)
+        assert per_feature(qg, "x") == (pc["chosen"] == "per_feature")
+    # at 8 bits the mixed-scale input is what costs: per-feature wins here
+    assert _q(g, calib, per_feature_input="auto").metadata["quantization"]["per_feature_choice"]["chosen"] \
+        == "per_feature"

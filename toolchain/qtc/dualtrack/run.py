@@ -111,10 +111,14 @@ class _Run:
         out = []
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", QuantizeWarning)
-            for net in self.wl.nets:
+            for k, net in enumerate(self.wl.nets):
+                # the first sub-model reads the user's features: per-feature input params where its input feeds
+                # only FullyConnected layers; a later one (the Deep Sets head) reads the int8 pool's output
+                pfi = "auto" if k == 0 else False
                 out.append(quantize(net.graph, {net.graph.inputs[0]: net.calib}, target=self.cfg.target,
                                     method=method, weight_method=weight_method, wbits=self.cfg.wbits,
-                                    abits=self.cfg.abits, seed=self.cfg.seed, progress=False, adaround=adaround))
+                                    abits=self.cfg.abits, seed=self.cfg.seed, progress=False, adaround=adaround,
+                                    per_feature_input=pfi))
         return out
 
     def _better(self, a: dict, b: dict | None) -> bool:

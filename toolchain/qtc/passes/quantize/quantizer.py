@@ -95,6 +95,35 @@ def _select(g: Graph, patterns: Iterable[str], what: str) -> set[str]:
     return chosen
 
 
+_WHERE_ELIGIBLE = "where-eligible"  # internal: per-feature params on every input that can take them
+
+
+def _choose_per_feature(graph: Graph, calib: dict[str, np.ndarray], kw: dict) -> Graph:
+    """``per_feature_input="auto"``: with and without, the lower output error on the calibration samples."""
+    from .collect import collect
+    from .select import CRITERION, output_error, scoring_samples
+
+    with_pf = quantize(graph, calib, per_feature_input=_WHERE_ELIGIBLE, **kw)
+    if not with_pf.metadata["quantization"]["per_feature_input"]:
+        with_pf.metadata["quantization"]["per_feature_choice"] = None  # no input can take them
+        return with_pf
+    without = quantize(graph, calib, per_feature_input=False, **kw)
+    fg = _canonical(graph) if kw.get("canonicalize", True) else graph
+    data = scoring_samples(fg, calib)
+    ref = collect(fg, data, fg.outputs)
+
+    def error(q: Graph) -> float:
+        out = collect(q, data, q.outputs)
+        return output_error({f: out[o] for f, o in zip(fg.outputs, q.outputs)}, ref)
+
+    errs = {"per_feature": error(with_pf), "per_tensor": error(without)}
+    chosen = with_pf if errs["per_feature"] <= errs["per_tensor"] else without
+    chosen.metadata["quantization"]["per_feature_choice"] = {
+        "chosen": "per_feature" if chosen is with_pf else "per_tensor", "criterion": CRITERION,
+        "error": {k: float(f"{v:.6g}") for k, v in errs.items()}}
+    return chosen
+
+
 def _layer_wbits(g: Graph, layer_wbits: dict[str, int] | None) -> dict[str, int]:
     """{weight-layer node name: bits} from ``{name or scope prefix: bits}`` (later patterns win)."""
     out: dict[str, int] = {}
@@ -247,8 +276,11 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
     ``per_feature_input``: one scale and zero point per feature for graph
     inputs read only by FullyConnected layers, folded into those layers
     (:mod:`.input_features`); True requires it of every input (an error
-    names one that cannot), ``"auto"`` applies it where it can.  The
-    boundary params go to ``metadata["input_quant"]``.
+    names one that cannot); ``"auto"`` quantizes with and without it where
+    it can apply and keeps the one with the lower output error on the
+    calibration samples (the :mod:`.select` criterion; both errors go to
+    ``metadata["quantization"]["per_feature_choice"]``).  The boundary params
+    go to ``metadata["input_quant"]``.
 
     ``layer_wbits`` maps node names or scope prefixes to weight bits (8/4/2)
     for those layers (mixed-precision weights; the rest take ``wbits``); each
@@ -297,9 +329,15 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
     user_calib = calib_inputs  # hashed into the metadata as given (before any rewrite)
     pfi_fixed: dict[str, QuantParams] = {}
     pfi_boundary: dict[str, QuantParams] = {}
-    if per_feature_input not in (False, True, AUTO):
+    if per_feature_input not in (False, True, AUTO, _WHERE_ELIGIBLE):
         raise QtcError(f"per_feature_input must be True, False or 'auto', got {per_feature_input!r}")
-    if per_feature_input and mode != "dynamic":
+    if per_feature_input == AUTO and mode != "dynamic" and calib_inputs:
+        return _choose_per_feature(graph, calib_inputs, dict(
+            target=target, method=method, wbits=wbits, abits=abits, mode=mode, keep_float=keep_float, int16=int16,
+            per_channel=per_channel, observer_settings=observer_settings, weight_method=weight_method, seed=seed,
+            canonicalize=canonicalize, progress=progress, equalize=equalize, bias_correction=bias_correction,
+            adaround=adaround, layer_wbits=layer_wbits))
+    if per_feature_input in (True, _WHERE_ELIGIBLE) and mode != "dynamic":
         if not calib_inputs:
             raise QtcError("per-feature input params need calibration data", where=f"graph {g.name}",
                            hint="pass --calib quant_dataset_<input>.npy (from 'qtc calibrate')")
@@ -310,7 +348,7 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
             x = next(x for x in g.inputs if x not in pfi_names)
             raise QtcError(f"input {x!r} is int16 or read by a float layer; it cannot take per-feature params",
                            where=f"graph {g.name}", hint="drop --per-feature-input or the --int16/--keep-float choice")
-        if per_feature_input == AUTO:
+        if per_feature_input == _WHERE_ELIGIBLE:
             pfi_names = [x for x in pfi_names if _pfi_eligible(g, x) is None]
         if pfi_names:
             g, calib_inputs, pfi_fixed, pfi_boundary = per_feature_inputs(
