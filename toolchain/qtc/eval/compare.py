@@ -29,12 +29,12 @@ import numpy as np
 from .. import __version__
 from ..errors import QtcError, ShapeError
 from ..ir.graph import Graph
+from ..ir.tensor import INT_DTYPES
 from . import metrics as M
 
 SCHEMA = "qtc.eval/1"
 METRICS = ("auto", "accuracy", "mse", "mae", "agreement", "cosine", "none")
 BRIDGE_OPS = ("Quantize", "Dequantize")
-INT_DTYPES = ("int8", "int16", "int32", "uint8", "int64")
 
 
 # --------------------------------------------------------------------------- samples

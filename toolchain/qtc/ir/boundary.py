@@ -14,9 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from .graph import Graph
-from .tensor import QuantParams
+from .tensor import INT_DTYPES, QuantParams
 
-INT_DTYPES = {"int8", "int16", "int32", "uint8", "int64"}
 META_KEY = "input_quant"
 
 
