@@ -84,7 +84,7 @@ SECTION_KEYS = {
     "calibration": ("samples",),
     "eval": ("samples", "metric"),
     "ptq": ("methods", "weight_methods", "adaround", "adaround_iters"),
-    "qat": ("epochs", "lr", "quant_lr", "distill_alpha", "batch_size", "resume", "train_data"),
+    "qat": ("epochs", "lr", "quant_lr", "distill_alpha", "batch_size", "resume", "train_data", "per_feature_input"),
     "keras_qat": ("epochs", "lr", "batch_size"),
     "bench": ("enabled", "runs", "port"),
     "budgets": BUDGET_KEYS,
@@ -114,6 +114,7 @@ class QatSettings:
     resume: bool = False
     quant_lr: float = 1e-2          # the LSQ step sizes' learning rate
     train_data: str = "calibration"  # calibration | training (see QAT_TRAIN_DATA)
+    per_feature_input: bool | str = "auto"  # learned per-feature input params where an input feeds only FC layers
 
 
 @dataclass
@@ -525,6 +526,12 @@ def parse_config(doc: dict, *, source: str | None = None, overrides: dict | None
                 raise _err("qat.train_data", f"training: models.{subs[0].name} has no make_data(seed)",
                            "use train_data: calibration", where)
         qs.train_data = td
+    if "per_feature_input" in qat:
+        v = qat["per_feature_input"]
+        if v not in (True, False, "auto"):
+            raise _err("qat.per_feature_input", f"must be true, false or auto, got {v!r}",
+                       "auto = every input read only by FullyConnected layers", where)
+        qs.per_feature_input = v
     if "resume" in qat:
         if not isinstance(qat["resume"], bool):
             raise _err("qat.resume", f"must be true or false, got {qat['resume']!r}", "resume: false", where)

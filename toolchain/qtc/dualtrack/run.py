@@ -201,7 +201,8 @@ class _Run:
                         abits=cfg.abits, epochs=cfg.qat.epochs, lr=cfg.qat.lr, quant_lr=cfg.qat.quant_lr,
                         distill_alpha=cfg.qat.distill_alpha, calib=net.calib if training else None,
                         checkpoint_dir=str(root / net.name), resume=cfg.qat.resume, seed=cfg.seed,
-                        batch_size=cfg.qat.batch_size, distill="kl" if classifier else "mse", progress=False)
+                        batch_size=cfg.qat.batch_size, distill="kl" if classifier else "mse",
+                        per_feature_input=cfg.qat.per_feature_input, progress=False)
                 graphs.append(qat_to_ir(model, target=cfg.target))
                 histories[net.name] = [{k2: v for k2, v in h.items() if k2 != "seconds"} for h in history]
                 how = (f"the labelled training split ({len(xs)} samples, models.{net.name}.make_data): "

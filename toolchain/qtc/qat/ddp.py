@@ -101,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--distill-alpha", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--per-feature-input", choices=("auto", "true", "false"), default="false",
+                   help="learn one scale and zero point per feature of an input read only by FullyConnected layers")
     p.add_argument("--out", required=True, help="output folder (checkpoint, model.qir, qat_summary.json)")
     p.add_argument("--no-resume", action="store_true", help="start again even if OUT has a checkpoint")
     p.add_argument("--no-progress", action="store_true")
@@ -135,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         qat, history = train_qat(g, (arrays["x_train"], y), eval_fn, target=a.target, wbits=a.wbits, abits=a.abits,
                                  epochs=a.epochs, lr=a.lr, distill_alpha=a.distill_alpha, checkpoint_dir=a.out,
                                  resume=not a.no_resume, seed=a.seed, calib=arrays.get("x_calib"),
-                                 batch_size=a.batch_size, progress=not a.no_progress)
+                                 batch_size=a.batch_size, progress=not a.no_progress,
+                                 per_feature_input={"auto": "auto", "true": True, "false": False}[a.per_feature_input])
         digests = gather_digests(qat)
         if rank == 0:
             from ..atomic import save_json

@@ -20,10 +20,13 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import torch
 from torch import nn
 
 from .. import __version__
 from ..errors import QtcError, ShapeError
+from ..ir.boundary import META_KEY as BOUNDARY_KEY
+from ..ir.boundary import quant_to_json
 from ..ir.graph import Graph
 from ..ir.validate import infer_shapes, validate
 from ..passes.quantize.builder import Builder, QuantizeWarning
@@ -108,15 +111,16 @@ def qat_to_ir(qat_model, example_inputs=None, target=None) -> Graph:
         wq = qat.weight_q[st.weight_q]
         node = built[st.node.name]
         w_float = float_w[st.node.inputs[1]]
+        w_eff, b_eff = _effective(qat, st, float_w)
         wt = g.tensors[node.inputs[1]]
-        wt.data, wt.dtype, wt.quant = wq.codes(qat.weights[qat.param_of[st.node.inputs[1]]]), "int8", wq.export_params()
+        wt.data, wt.dtype, wt.quant = wq.codes(w_eff), "int8", wq.export_params()
         if wt.data.shape != w_float.shape:
             raise QtcError(f"weight {node.inputs[1]!r} changed shape", where=f"node {node.name}",
                            hint="this is a qtc bug")
         if len(node.inputs) > 2 and node.inputs[2]:
             bt = g.tensors[node.inputs[2]]
             in_scale = float(g.tensors[node.inputs[0]].quant.scale[0])
-            qb, bq, n_clip = quantize_bias(float_w[st.node.inputs[2]], in_scale, wt.quant.scale,
+            qb, bq, n_clip = quantize_bias(b_eff, in_scale, wt.quant.scale,
                                            bits=spec.bias_bits, rounding=spec.rounding)
             bt.data, bt.dtype, bt.quant = qb, "int32", bq
             if n_clip:
@@ -142,5 +146,27 @@ def qat_to_ir(qat_model, example_inputs=None, target=None) -> Graph:
         "canonicalized": True,
         "weights": "symmetric narrow-range, axis 0" if spec.per_channel else "symmetric narrow-range, per-tensor",
         "qat": {k: v for k, v in qat.info.items() if k not in ("keep_float", "float_nodes")},
+        "per_feature_input": {name: {"features": int(qat.feature_q[k].log2_scale.numel()),
+                                     "inner_scale": qat.feature_q[k].inner, "learned": True}
+                              for name, k in sorted(qat.feature_of.items())} or None,
     }
+    live = {name: k for name, k in qat.feature_of.items() if g.tensors[name].quant is not None}
+    if live:
+        g.metadata[BOUNDARY_KEY] = {name: quant_to_json(qat.feature_q[k].export_params())
+                                    for name, k in sorted(live.items())}
     return g
+
+
+@torch.no_grad()
+def _effective(qat: QatModel, st, float_w: dict) -> tuple:
+    """The float weight the step's codes come from and its float bias (None without one): the
+    trained values, or for a per-feature input's consumer the folded ``W'`` and ``b - s·Q(W')·Z``
+    exactly as the fake-quant forward computes them."""
+    w = qat.weights[qat.param_of[st.node.inputs[1]]]
+    has_b = len(st.node.inputs) > 2 and bool(st.node.inputs[2])
+    if st.feature_in is None:
+        return w, (float_w[st.node.inputs[2]] if has_b else None)
+    fq = qat.feature_q[st.feature_in]
+    w_eff = fq.fold_weight(w)
+    b = qat.weights[qat.param_of[st.node.inputs[2]]] if has_b else None
+    return w_eff, fq.fold_bias(b, qat.weight_q[st.weight_q](w_eff)).numpy()

@@ -162,6 +162,63 @@ class ActFakeQuant(_LearnedStep):
                            symmetric=self.symmetric, power_of_two=self.power_of_two)
 
 
+class FeatureInputQuant(_LearnedStep):
+    """Per-feature params of a graph input read only by FullyConnected layers, learned (LSQ per feature).
+
+    The user's float feature ``x_i`` becomes ``q_i = clamp(round(x_i / S_i) + Z_i)``
+    (:meth:`qtc.ir.tensor.QuantParams.quantize`: float32 division, half away
+    from zero); inside the graph the input is per-tensor ``(s, 0)`` with
+    ``s = 2^-(bits-1)`` and the same integers (:mod:`qtc.passes.quantize.input_features`).
+    :meth:`forward` returns those in-graph values ``s·q``; :meth:`fold` gives the
+    consumer's weight and bias on them: ``W' = W·diag(S/s)`` and
+    ``b' = b - s·Q(W')·Z`` (the zero-point term with the *quantized* weight, so the
+    integer layer computes ``Q(W')·s·(q - Z) + b`` exactly as the forward does).
+    Learning ``S`` gives every input column of the low-bit first layer its own
+    scale next to the per-output-channel weight steps.
+    """
+
+    def __init__(self, scale, zero_point, *, bits: int, symmetric: bool, power_of_two: bool):
+        if bits not in (4, 8):
+            raise ValueError(f"per-feature input bits must be 8 or 4, got {bits}")
+        self.qmin, self.qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        levels = self.qmax if symmetric else self.qmax - self.qmin
+        super().__init__(scale, power_of_two, 1.0 / math.sqrt(levels))
+        self.bits, self.symmetric = int(bits), bool(symmetric)
+        self.inner = float(2.0 ** -(bits - 1))
+        zp = torch.tensor(np.asarray(zero_point, dtype=np.float64).reshape(-1), dtype=torch.float32)
+        if symmetric:
+            self.register_buffer("zero_point", torch.zeros_like(zp))
+        else:
+            self.zero_point = nn.Parameter(zp)
+
+    def zp(self) -> torch.Tensor:
+        if self.symmetric:
+            return self.zero_point.detach()
+        z = grad_scale(self.zero_point, self.grad_factor)
+        return torch.clamp(round_ste(z, "half_even"), self.qmin, self.qmax)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The in-graph input values ``s·q`` (float32 division and rounding as the boundary quantizes)."""
+        q = torch.clamp(round_ste(x / self.scale(), "half_away") + self.zp(), self.qmin, self.qmax)
+        return q * self.inner
+
+    def fold_weight(self, w: torch.Tensor) -> torch.Tensor:
+        """``W' = W·diag(S/s)`` (weights ``[out, features]``)."""
+        return w * (self.scale() / self.inner)[None, :]
+
+    def fold_bias(self, b: torch.Tensor | None, w_quant: torch.Tensor) -> torch.Tensor:
+        """``b' = b - s·Q(W')·Z`` from the fake-quantized folded weight."""
+        corr = (w_quant.double() @ self.zp().double()) * self.inner
+        return (corr.neg() if b is None else b.double() - corr).float()
+
+    @torch.no_grad()
+    def export_params(self) -> QuantParams:
+        """The per-axis boundary params ``(S_i, Z_i)`` (``graph.metadata["input_quant"]``)."""
+        s = self.scale().numpy().astype(np.float32)
+        z = self.zp().numpy().astype(np.int64)
+        return QuantParams(s, z, axis=-1, bits=self.bits, symmetric=not z.any(), power_of_two=self.power_of_two)
+
+
 class FixedFakeQuant(nn.Module):
     """Fixed params (no learning): the outputs TFLite pins (Softmax 1/256, -128; Tanh 1/128, 0)."""
 

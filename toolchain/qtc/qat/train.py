@@ -40,7 +40,8 @@ CHECKPOINT = "qat_last.pt"
 FORMAT = "qtc-qat-checkpoint/1"
 # settings a resumed run must share with the checkpoint (epochs may grow)
 _RESUME_KEYS = ("target", "wbits", "abits", "lr", "quant_lr", "batch_size", "seed", "distill_alpha", "temperature",
-                "loss", "distill", "weight_decay", "init_method", "init_weight_method", "world_size", "model_sha256")
+                "loss", "distill", "weight_decay", "init_method", "init_weight_method", "world_size",
+                "per_feature_input", "model_sha256")
 
 
 # ---------------------------------------------------------------------- data
@@ -218,7 +219,7 @@ def train_qat(model, data, eval_fn=None, target="host", wbits: int = 8, abits: i
               *, calib=None, example_inputs=None, batch_size: int = 64, loss="auto", distill: str = "auto",
               temperature: float = 4.0, weight_decay: float = 0.0, quant_lr: float | None = 1e-2,
               init_method: str = "mse", init_weight_method: str = "mse", keep_float=(),
-              progress: bool = True) -> tuple[QatModel, list[dict]]:
+              per_feature_input: bool | str = False, progress: bool = True) -> tuple[QatModel, list[dict]]:
     """Quantization-aware training of ``model`` for ``target`` at ``wbits``/``abits``.
 
     ``model``: the float torch ``nn.Module`` (or a qtc float Graph, or a
@@ -228,6 +229,9 @@ def train_qat(model, data, eval_fn=None, target="host", wbits: int = 8, abits: i
     after each epoch (and once before training: epoch 0 is the PTQ-initialised
     model); see :func:`accuracy_eval`.  ``calib``: the PTQ calibration samples
     for the initial step sizes (default: the first 256 training inputs).
+    ``per_feature_input`` (True / "auto" / False): learn one scale and zero
+    point per feature of graph inputs read only by FullyConnected layers
+    (:func:`~.wrap.prepare_qat`); ignored when ``model`` is already a QatModel.
 
     Returns ``(qat_model, history)``; ``history`` has one dict per epoch
     (``epoch``, ``loss``, ``task_loss``, ``distill_loss``, the eval metrics,
@@ -264,7 +268,8 @@ def train_qat(model, data, eval_fn=None, target="host", wbits: int = 8, abits: i
                                hint="pass calib=<array of inputs> for the initial step sizes")
             calib = tuple(a[:256] for a in xs) if len(xs) > 1 else xs[0][:256]
         qat = prepare_qat(model, calib, target, wbits, abits, example_inputs=example_inputs, method=init_method,
-                          weight_method=init_weight_method, keep_float=keep_float)
+                          weight_method=init_weight_method, keep_float=keep_float,
+                          per_feature_input=per_feature_input)
     teacher = qat.float_copy() if alpha > 0 else None
     config = {"target": qat.spec.target, "wbits": qat.spec.wbits, "abits": qat.spec.abits, "lr": float(lr),
               "quant_lr": None if quant_lr is None else float(quant_lr), "batch_size": int(batch_size),
@@ -272,7 +277,8 @@ def train_qat(model, data, eval_fn=None, target="host", wbits: int = 8, abits: i
               "loss": task_kind if isinstance(task_kind, str) else getattr(task_kind, "__name__", "callable"),
               "distill": distill_kind, "weight_decay": float(weight_decay), "init_method": init_method,
               "init_weight_method": init_weight_method, "world_size": int(world),
-              "model_sha256": _state_sha256(qat), "epochs": int(epochs)}
+              "model_sha256": _state_sha256(qat), "epochs": int(epochs),
+              "per_feature_input": sorted(qat.feature_of)}
     groups = [{"params": qat.weight_params(), "lr": float(lr), "weight_decay": float(weight_decay)},
               {"params": qat.quantizer_params(), "lr": float(quant_lr if quant_lr is not None else lr),
                "weight_decay": 0.0}]

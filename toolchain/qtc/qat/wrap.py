@@ -38,7 +38,10 @@ from ..ir.graph import Graph, Node
 from ..passes.quantize.builder import FIXED_OUTPUT, SAME_PARAMS_OPS
 from ..passes.quantize.constraints import WEIGHTED_OPS, QuantSpec, spec_for
 from .bn import fold_for_qat
-from .fakequant import ActFakeQuant, FixedFakeQuant, WeightFakeQuant, fake_bias, requant_pre_step
+from ..ir.boundary import META_KEY as BOUNDARY_KEY
+from ..ir.boundary import quant_from_json
+from .fakequant import (ActFakeQuant, FeatureInputQuant, FixedFakeQuant, WeightFakeQuant, fake_bias,
+                        requant_pre_step)
 from .torch_ops import OpContext, torch_op
 
 INT_DTYPES = ("int8", "int16", "int32", "uint8")
@@ -55,6 +58,7 @@ class _Step:
     ctx: OpContext
     weight_q: str | None = None       # WeightFakeQuant key
     in_q: str | None = None           # quantizer of input 0's integer version (bias scale)
+    feature_in: str | None = None     # FeatureInputQuant key when input 0 is a per-feature graph input
     fn: object = field(default=None, repr=False)
 
 
@@ -95,6 +99,8 @@ class QatModel(nn.Module):
         self.weights = nn.ParameterDict()
         self.act_q = nn.ModuleDict()
         self.weight_q = nn.ModuleDict()
+        self.feature_q = nn.ModuleDict()      # per-feature graph inputs (learned S_i, Z_i)
+        self.feature_of: dict[str, str] = {}  # graph input name -> feature_q key
         self.param_of: dict[str, str] = {}    # float tensor name -> ParameterDict key
         self.int_q: dict[str, str] = {}       # tensor name -> quantizer of its integer version
         self._consts: dict[str, str] = {}     # (node, input) marker -> buffer name
@@ -111,8 +117,20 @@ class QatModel(nn.Module):
             shape = g.tensors[name].shape
             return int(np.prod(shape[1:])) if len(shape) > 1 else int(np.prod(shape or (1,)))
 
+        boundary = qg.metadata.get(BOUNDARY_KEY) or {}
         for x in g.inputs:
-            if _is_int_tensor(qg, x):
+            if _is_int_tensor(qg, x) and x in boundary:  # per-feature: fixed (s, 0) inside, learned S_i, Z_i outside
+                bq = quant_from_json(boundary[x])
+                k = _key("f", len(self.act_q))
+                self.act_q[k] = FixedFakeQuant(qg.tensors[x].quant)
+                self.int_q[x] = k
+                fk = _key("i", len(self.feature_q))
+                self.feature_q[fk] = FeatureInputQuant(bq.scale, bq.zero_point, bits=bq.bits,
+                                                       symmetric=spec.act_symmetric and not bq.zero_point.any(),
+                                                       power_of_two=bq.power_of_two)
+                self.feature_of[x] = fk
+                self._produced_int.add(x)
+            elif _is_int_tensor(qg, x):
                 self.int_q[x] = act_quantizer(qg.tensors[x].quant, per_sample(x))
                 self._produced_int.add(x)
 
@@ -168,6 +186,12 @@ class QatModel(nn.Module):
                                                    shape=g.tensors[n.inputs[1]].shape)
                 step.weight_q = k
                 step.in_q = self.int_q[n.inputs[0]]
+                if n.inputs[0] in self.feature_of:
+                    if n.op != "FullyConnected" or len(n.inputs) < 3 or not n.inputs[2]:
+                        raise QtcError(f"per-feature input {n.inputs[0]!r} feeds {n.op} node {n.name!r} without a "
+                                       "bias", where=f"graph {g.name}",
+                                       hint="this is a qtc bug: prepare_qat gives such layers a zero bias")
+                    step.feature_in = self.feature_of[n.inputs[0]]
             self._plan.append(step)
 
     # ------------------------------------------------------------ building
@@ -201,7 +225,10 @@ class QatModel(nn.Module):
         bridged: dict[str, torch.Tensor] = {}
         for name, x in zip(g.inputs, inputs):
             x = torch.as_tensor(x, dtype=torch.float32)
-            env[name] = self.act_q[self.int_q[name]](x) if (q and name in self._produced_int) else x
+            if q and name in self.feature_of:
+                env[name] = self.feature_q[self.feature_of[name]](x)
+            else:
+                env[name] = self.act_q[self.int_q[name]](x) if (q and name in self._produced_int) else x
         for st in self._plan:
             xs: list[torch.Tensor | None] = []
             for kind, ref in st.inputs:
@@ -218,11 +245,10 @@ class QatModel(nn.Module):
                 else:
                     xs.append(env[ref])
             if q and st.weight_q is not None:
-                wq = self.weight_q[st.weight_q]
-                xs[1] = wq(xs[1])
-                if len(xs) > 2 and xs[2] is not None:
-                    xs[2] = fake_bias(xs[2], self.act_q[st.in_q].scale(), wq.scale(), bits=self.spec.bias_bits,
-                                      rounding=self.spec.rounding)
+                xs[1], bias = self.folded(st, xs[1], xs[2] if len(xs) > 2 else None)
+                if bias is not None:
+                    xs[2] = fake_bias(bias, self.act_q[st.in_q].scale(), self.weight_q[st.weight_q].scale(),
+                                      bits=self.spec.bias_bits, rounding=self.spec.rounding)
             ys = st.fn(st.node, xs, st.ctx)
             if q and st.weight_q is not None and self.double_rounding:
                 out_q = self.act_q[st.outputs_q[0]]
@@ -235,6 +261,16 @@ class QatModel(nn.Module):
                 env[o] = self.act_q[k](y) if (q and k is not None and rq) else y
         outs = tuple(env[o] for o in g.outputs)
         return outs[0] if len(outs) == 1 else outs
+
+    def folded(self, st: _Step, w: torch.Tensor, b: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The fake-quantized weight and the float bias (before its own rounding) of a weighted step;
+        for a per-feature input's consumer, ``Q(W·diag(S/s))`` and ``b - s·Q(W')·Z``."""
+        wq = self.weight_q[st.weight_q]
+        if st.feature_in is None:
+            return wq(w), b
+        fq = self.feature_q[st.feature_in]
+        w_q = wq(fq.fold_weight(w))
+        return w_q, fq.fold_bias(b, w_q)
 
     def _pre_step(self, st: _Step, y: torch.Tensor, out_q) -> torch.Tensor:
         step = requant_pre_step(self.act_q[st.in_q].scale(), self.weight_q[st.weight_q].scale(), out_q.scale())
@@ -268,7 +304,7 @@ class QatModel(nn.Module):
         return t.eval()
 
     def quantizer_params(self) -> list[nn.Parameter]:
-        return [p for m in (self.act_q, self.weight_q) for p in m.parameters()]
+        return [p for m in (self.act_q, self.weight_q, self.feature_q) for p in m.parameters()]
 
     def weight_params(self) -> list[nn.Parameter]:
         return list(self.weights.parameters())
@@ -305,7 +341,8 @@ def _calib_dict(g: Graph, calib) -> dict[str, np.ndarray]:
 
 def prepare_qat(model, calib, target="host", wbits: int = 8, abits: int = 8, *, example_inputs=None,
                 method: str = "mse", weight_method: str = "mse", keep_float=(), per_channel: bool | None = None,
-                learn_zero_point: bool = True, progress: bool = False) -> QatModel:
+                learn_zero_point: bool = True, per_feature_input: bool | str = False,
+                progress: bool = False) -> QatModel:
     """Build the :class:`QatModel` of ``model`` for ``target`` at ``wbits``/``abits``.
 
     ``model``: a torch ``nn.Module`` (exported with ``torch.export`` on
@@ -314,6 +351,15 @@ def prepare_qat(model, calib, target="host", wbits: int = 8, abits: int = 8, *, 
     samples stacked on axis 0 (an array, a tuple per input, or a dict by input
     name); PTQ with ``method`` / ``weight_method`` on them gives the initial
     step sizes and zero points.
+
+    ``per_feature_input``: ``True`` (every graph input must qualify), ``"auto"``
+    (every input that qualifies: read only by FullyConnected layers) or
+    ``False``.  Such an input gets one learned scale and zero point per feature
+    (:class:`~.fakequant.FeatureInputQuant`, initialised from each feature's
+    calibration range), folded exactly into its FullyConnected consumers; the
+    exported graph records them in ``metadata["input_quant"]`` as PTQ's
+    per-feature inputs do.  At 2- and 4-bit first-layer weights this gives every
+    input column its own scale, and it is where QAT recovers most.
     """
     from ..passes.quantize import quantize
 
@@ -334,6 +380,9 @@ def prepare_qat(model, calib, target="host", wbits: int = 8, abits: int = 8, *, 
     spec = spec_for(target, wbits=wbits, abits=abits, per_channel=per_channel)
     fg, bn_report = fold_for_qat(graph)
     calib_d = _calib_dict(fg, calib)
+    pfi = _per_feature_arg(per_feature_input)
+    if pfi:
+        fg = _with_zero_biases(fg)
     import warnings
 
     from ..passes.quantize import QuantizeWarning
@@ -341,11 +390,44 @@ def prepare_qat(model, calib, target="host", wbits: int = 8, abits: int = 8, *, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", QuantizeWarning)  # bias clipping is modelled (and reported) by QAT
         qg = quantize(fg, calib_d, target=target, method=method, wbits=wbits, abits=abits, keep_float=keep_float,
-                      per_channel=per_channel, weight_method=weight_method, canonicalize=False, progress=progress)
+                      per_channel=per_channel, weight_method=weight_method, canonicalize=False, progress=progress,
+                      per_feature_input=pfi)
     info = {"target": spec.target, "wbits": spec.wbits, "abits": spec.abits, "init_method": method,
             "init_weight_method": weight_method, "keep_float": list(keep_float), "batchnorm": bn_report,
-            "float_nodes": qg.metadata["quantization"]["float_nodes"], "learn_zero_point": bool(learn_zero_point)}
+            "float_nodes": qg.metadata["quantization"]["float_nodes"], "learn_zero_point": bool(learn_zero_point),
+            "per_feature_input": sorted((qg.metadata.get(BOUNDARY_KEY) or {}))}
     from ..target import load_target
 
     numerics = (load_target(target) if isinstance(target, str) else target).numerics
     return QatModel(fg, qg, spec, learn_zero_point=learn_zero_point, double_rounding=numerics == "tflite", info=info)
+
+
+def _per_feature_arg(value) -> bool | str:
+    """prepare_qat's ``per_feature_input`` as quantize() takes it."""
+    from ..passes.quantize.quantizer import _WHERE_ELIGIBLE
+
+    if value in (False, None, "off", "false"):
+        return False
+    if value is True or value in ("on", "true"):
+        return True
+    if value == "auto":
+        return _WHERE_ELIGIBLE
+    raise QtcError(f"per_feature_input must be True, False or 'auto', got {value!r}",
+                   hint="'auto' learns per-feature params on every input read only by FullyConnected layers")
+
+
+def _with_zero_biases(g: Graph) -> Graph:
+    """``g`` (a copy when changed) where every FullyConnected layer reading a graph input has a bias:
+    a per-feature input's zero points fold into it."""
+    need = [n for n in g.nodes if n.op == "FullyConnected" and n.inputs[0] in g.inputs
+            and (len(n.inputs) < 3 or not n.inputs[2]) and g.tensors[n.inputs[1]].is_const]
+    if not need:
+        return g
+    g = g.copy()
+    for n in g.nodes:
+        if n.op == "FullyConnected" and n.inputs[0] in g.inputs and (len(n.inputs) < 3 or not n.inputs[2]) \
+                and g.tensors[n.inputs[1]].is_const:
+            out_ch = int(g.tensors[n.inputs[1]].shape[0])
+            b = g.add_const(f"{n.name}_bias", np.zeros(out_ch, dtype=np.float32))
+            n.inputs = [n.inputs[0], n.inputs[1], b.name]
+    return g
