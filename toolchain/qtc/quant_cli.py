@@ -70,6 +70,9 @@ def calibrate_cmd(model, data, calib_count, eval_count, seed, out_dir, quiet):
 @click.option("--adaround-iters", type=click.IntRange(1, 100000), default=None,
               help="AdaRound iterations per layer (default 1000)")
 @click.option("--adaround-seed", type=int, default=None, help="AdaRound seed (default 0)")
+@click.option("--block-reconstruction", "block", is_flag=True,
+              help="with --adaround and --per-feature-input: learn the input's per-feature scales and round the "
+                   "FullyConnected block reading it jointly against the block's float output")
 @click.option("--layer-wbits", "layer_wbits", multiple=True, metavar="NAME=BITS",
               help="weight bits 8/4/2 for one layer or scope prefix, e.g. fc1=8 with --wbits 4 (repeat)")
 @click.option("--per-feature-input", "per_feature_input", is_flag=True,
@@ -80,7 +83,7 @@ def calibrate_cmd(model, data, calib_count, eval_count, seed, out_dir, quiet):
 @click.option("-o", "--output", "out", required=True, type=click.Path(), help="output .qir directory")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def quantize_cmd(model, target, method, percentile, wbits, abits, mode, keep_float, int16, per_channel,
-                 weight_method, calib, equalize, bias_correction, adaround, adaround_iters, adaround_seed,
+                 weight_method, calib, equalize, bias_correction, adaround, adaround_iters, adaround_seed, block,
                  layer_wbits, per_feature_input, proposal, out, quiet):
     """Post-training quantization of MODEL for --target (TFLite int8 scheme under the target's rules)."""
     from .ir.serialize import save
@@ -99,10 +102,16 @@ def quantize_cmd(model, target, method, percentile, wbits, abits, mode, keep_flo
         mode, keep_float, int16 = apply_proposal(prop, mode, keep_float, int16)
         proposal_wbits = dict(prop.get("layer_wbits") or {})
     ada = None
-    if adaround or adaround_iters is not None or adaround_seed is not None:
+    if adaround or adaround_iters is not None or adaround_seed is not None or block:
         if not adaround:
-            raise QtcError("--adaround-iters/--adaround-seed need --adaround", hint="add --adaround")
+            raise QtcError("--adaround-iters/--adaround-seed/--block-reconstruction need --adaround",
+                           hint="add --adaround")
+        if block and not per_feature_input:
+            raise QtcError("--block-reconstruction works on an input with per-feature params",
+                           hint="add --per-feature-input")
         ada = {k: v for k, v in (("iters", adaround_iters), ("seed", adaround_seed)) if v is not None}
+        if block:
+            ada["block"] = True
     calib_arrays, record = (None, None)
     if calib:
         calib_arrays, record = load_calibration(list(calib), g)
@@ -142,6 +151,10 @@ def quantize_cmd(model, target, method, percentile, wbits, abits, mode, keep_flo
     if meta.get("adaround"):
         changed = sum(r["changed"] for r in meta["adaround"]["layers"])
         click.echo(f"  adaround: {len(meta['adaround']['layers'])} layer(s), {changed} weight(s) rounded the other way")
+    for blk in meta.get("block_reconstruction") or []:
+        click.echo(f"  block reconstruction at {blk.get('input')}: {', '.join(blk.get('nodes') or [])}"
+                   + (f" (not applied: {blk.get('reason')})" if not blk.get("applied")
+                      else " (kept nearest rounding: no gain)" if blk.get("kept_nearest") else ""))
     if meta.get("bias_correction"):
         click.echo(f"  bias correction: {len(meta['bias_correction']['layers'])} layer(s)")
     if meta.get("layer_wbits"):

@@ -50,11 +50,23 @@ class AdaRoundConfig:
     max_rows: int = 8192
     seed: int = 0
     inputs: str = "quantized"  # or "float": where x^ comes from (see refine.py)
+    # block reconstruction at a per-feature input (see block_recon.py); off by default
+    block: bool = False
+    block_layers: int = 2          # FullyConnected layers in the block (1-3)
+    block_scale_iters: int = 1000  # step 1: learned input scales (0: qtc's min-max ones)
+    block_scale_lr: float = 1e-2
+    block_iters: int = 2000        # step 3: joint AdaRound of the block
+    block_tune_lr: float = 1e-3    # first layer's weight scales and bias during step 3
 
     def to_json(self) -> dict:
-        return {"iters": self.iters, "batch": self.batch, "lambda": self.lam, "lr": self.lr,
-                "beta": [self.beta_start, self.beta_end], "warmup": self.warmup, "max_rows": self.max_rows,
-                "seed": self.seed, "inputs": self.inputs, "zeta": ZETA, "gamma": GAMMA}
+        out = {"iters": self.iters, "batch": self.batch, "lambda": self.lam, "lr": self.lr,
+               "beta": [self.beta_start, self.beta_end], "warmup": self.warmup, "max_rows": self.max_rows,
+               "seed": self.seed, "inputs": self.inputs, "zeta": ZETA, "gamma": GAMMA}
+        if self.block:
+            out["block"] = {"layers": self.block_layers, "scale_iters": self.block_scale_iters,
+                            "scale_lr": self.block_scale_lr, "iters": self.block_iters,
+                            "tune_lr": self.block_tune_lr}
+        return out
 
 
 def _activation(torch, y, activation: str):

@@ -74,8 +74,11 @@ def inner_scale(bits: int) -> float:
 
 
 def per_feature_inputs(g: Graph, calib: dict[str, np.ndarray], names: list[str], *, bits: int,
-                       power_of_two: bool) -> tuple[Graph, dict, dict, dict]:
+                       power_of_two: bool, params: dict | None = None) -> tuple[Graph, dict, dict, dict]:
     """Rewrite ``g`` (a copy) for per-feature params on ``names``.
+
+    ``params`` optionally gives ``{input: (scales, zero points)}`` to use instead of the min-max ones
+    (learned by :mod:`.block_recon`).
 
     Returns (graph, calibration inputs rewritten to ``x'``, {input: its fixed in-graph QuantParams},
     {input: per-axis boundary QuantParams}).
@@ -94,7 +97,7 @@ def per_feature_inputs(g: Graph, calib: dict[str, np.ndarray], names: list[str],
                            hint="per-feature input params need an input read only by FullyConnected layers; "
                                 "drop --per-feature-input")
         x = np.asarray(calib[name], dtype=np.float32)
-        scale, zp = feature_params(x, bits, power_of_two)
+        scale, zp = (params or {}).get(name) or feature_params(x, bits, power_of_two)
         r = scale.astype(np.float64) / s
         c = -zp.astype(np.float64) * scale.astype(np.float64)
         for n in g.consumers()[name]:

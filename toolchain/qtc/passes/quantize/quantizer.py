@@ -48,6 +48,7 @@ from ...ir.tensor import QuantParams
 from ...ir.validate import validate
 from ...ops.registry import get_op, has_op
 from .adaround import AdaRoundConfig
+from .block_recon import find_block, learn_input_params, reconstruct
 from .builder import FIXED_OUTPUT, SAME_PARAMS_OPS, Builder, QuantizeWarning  # noqa: F401 - re-exported
 from .calibrate import _layout, calibration_hash, run_calibration
 from .constraints import WEIGHTED_OPS, QuantSpec, spec_for
@@ -204,6 +205,11 @@ def _adaround_config(adaround) -> AdaRoundConfig | None:
         raise QtcError(f"AdaRound inputs {cfg.inputs!r} unknown", hint="use 'quantized' (sequential) or 'float'")
     if cfg.iters < 0 or cfg.batch < 1 or cfg.max_rows < 1:
         raise QtcError("AdaRound iters must be >= 0, batch and max_rows >= 1", hint="fix the adaround settings")
+    if not isinstance(cfg.block, bool) or not isinstance(cfg.block_layers, int) or not 1 <= cfg.block_layers <= 3 \
+            or cfg.block_iters < 0 or cfg.block_scale_iters < 0 or cfg.block_scale_lr <= 0 or cfg.block_tune_lr <= 0:
+        raise QtcError(f"bad block reconstruction settings (block={cfg.block!r}, block_layers={cfg.block_layers}, "
+                       f"block_iters={cfg.block_iters}, block_scale_iters={cfg.block_scale_iters})",
+                       where="adaround", hint="block is True/False, block_layers 1-3, iters >= 0, learning rates > 0")
     return cfg
 
 
@@ -272,6 +278,10 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
     ``bias_correction`` empirical bias correction (:mod:`.bias_correction`).
     AdaRound and bias correction run layer by layer on the calibration data
     (:mod:`.refine`), also in dynamic mode.
+    With ``block=True`` in the AdaRound settings, the FullyConnected block
+    reading a per-feature input gets learned input params and one joint
+    AdaRound instead (:mod:`.block_recon`; ``metadata["quantization"]
+    ["block_reconstruction"]``); the other layers stay layer by layer.
 
     ``per_feature_input``: one scale and zero point per feature for graph
     inputs read only by FullyConnected layers, folded into those layers
@@ -310,6 +320,9 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
         raise QtcError("--int16 needs integer activations; dynamic mode keeps every activation float",
                        hint="use --mode mixed (or static) with --int16")
     ada_cfg = _adaround_config(adaround)
+    if ada_cfg is not None and ada_cfg.block and mode == "dynamic":
+        raise QtcError("block reconstruction needs integer activations; dynamic mode has none",
+                       where="adaround", hint="use --mode static or mixed, or drop block=True")
     if (ada_cfg is not None or bias_correction) and not calib_inputs:
         raise QtcError("AdaRound and bias correction need calibration data", where=f"graph {graph.name}",
                        hint="pass --calib quant_dataset_<input>.npy (from 'qtc calibrate')")
@@ -329,6 +342,7 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
     user_calib = calib_inputs  # hashed into the metadata as given (before any rewrite)
     pfi_fixed: dict[str, QuantParams] = {}
     pfi_boundary: dict[str, QuantParams] = {}
+    blocks = []  # block reconstruction (block_recon.py)
     if per_feature_input not in (False, True, AUTO, _WHERE_ELIGIBLE):
         raise QtcError(f"per_feature_input must be True, False or 'auto', got {per_feature_input!r}")
     if per_feature_input == AUTO and mode != "dynamic" and calib_inputs:
@@ -350,9 +364,16 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
                            where=f"graph {g.name}", hint="drop --per-feature-input or the --int16/--keep-float choice")
         if per_feature_input == _WHERE_ELIGIBLE:
             pfi_names = [x for x in pfi_names if _pfi_eligible(g, x) is None]
+        if pfi_names and ada_cfg is not None and ada_cfg.block:  # step 1 of block reconstruction
+            for x in pfi_names:
+                chain = find_block(g, x, int(ada_cfg.block_layers), int_nodes)
+                if chain is not None:
+                    blocks.append(learn_input_params(g, x, np.asarray(calib_inputs[x]), chain, spec,
+                                                     wbits_of.get(chain[0].name, spec.wbits), ada_cfg))
         if pfi_names:
             g, calib_inputs, pfi_fixed, pfi_boundary = per_feature_inputs(
-                g, calib_inputs, pfi_names, bits=spec.abits, power_of_two=spec.power_of_two)
+                g, calib_inputs, pfi_names, bits=spec.abits, power_of_two=spec.power_of_two,
+                params={b.input: (b.scale, b.zero_point) for b in blocks})
     observer_settings = dict(observer_settings or {})
 
     dynamic_nodes = {n.name for n in g.nodes if n.name not in keep_nodes} if mode == "dynamic" else set()
@@ -386,9 +407,12 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
     g, b = _build(g, spec, _param_fn(observers, spec, int16_tensors, g.name, pfi_fixed), int_nodes, dynamic_nodes,
                   weight_method, wbits_of)
     refine_meta = None
+    block_meta = [reconstruct(g, blk, calib_inputs, np.asarray(user_calib[blk.input]), spec, ada_cfg)
+                  for blk in blocks]
+    done = frozenset(n for m in block_meta if m["applied"] and not m["kept_nearest"] for n in m["nodes"])
     if fg is not None:
         refine_meta = refine(g, fg, calib_inputs, spec, adaround_cfg=ada_cfg, bias_correction=bias_correction,
-                             progress=progress)
+                             progress=progress, skip=done)
         g.remove_unused_tensors()
         validate(g)
 
@@ -418,6 +442,7 @@ def quantize(graph: Graph, calib_inputs: dict[str, np.ndarray] | None, target="h
         "auto": auto_meta,
         "adaround": None if ada_cfg is None else {**ada_cfg.to_json(), "layers": [
             {"node": r["node"], **r["adaround"]} for r in refine_meta["layers"] if "adaround" in r]},
+        "block_reconstruction": None if ada_cfg is None or not ada_cfg.block else block_meta,
         "bias_correction": None if not bias_correction else {"layers": [
             {k: r[k] for k in ("node", "bias_shift_max", "bias_clipped") if k in r}
             for r in refine_meta["layers"] if "bias_shift_max" in r]},

@@ -67,18 +67,24 @@ def _set_bias(qg: Graph, layer: WeightLayer, b: np.ndarray, spec: QuantSpec, rep
 
 def refine(qg: Graph, fg: Graph, calib: dict[str, np.ndarray], spec: QuantSpec, *,
            adaround_cfg: AdaRoundConfig | None = None, bias_correction: bool = False,
-           progress: bool = False) -> dict:
-    """Refine ``qg`` in place (``fg``: the float graph it was quantized from); returns metadata."""
+           progress: bool = False, skip: frozenset[str] = frozenset()) -> dict:
+    """Refine ``qg`` in place (``fg``: the float graph it was quantized from); returns metadata.
+
+    Layers named in ``skip`` (refined elsewhere: :mod:`.block_recon`) are left alone.
+    """
     from tqdm import tqdm
 
     layers = weight_layers(qg, fg)
+    index = {lay.node: k for k, lay in enumerate(layers)}  # seeds stay those of the full layer list
+    layers = [lay for lay in layers if lay.node not in skip]
     meta: dict = {"layers": []}
     if not layers or (adaround_cfg is None and not bias_correction):
         return meta
     float_inputs = adaround_cfg is not None and adaround_cfg.inputs == "float"
     need_float = adaround_cfg is not None
     xs_float = collect(fg, calib, [lay.x_float for lay in layers]) if need_float else {}
-    for k, lay in enumerate(tqdm(layers, desc="refine", unit="layer", disable=not progress, leave=False)):
+    for lay in tqdm(layers, desc="refine", unit="layer", disable=not progress, leave=False):
+        k = index[lay.node]
         report: dict = {"node": lay.node, "op": lay.op}
         if float_inputs:
             xq = xs_float[lay.x_float]
