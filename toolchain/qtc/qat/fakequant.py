@@ -84,6 +84,16 @@ class _LearnedStep(nn.Module):
         return torch.exp2(t)
 
 
+class _ZeroPointMixin:
+    """The zero point(s) the forward uses: 0 when symmetric, else learned and rounded (STE, LSQ+)."""
+
+    def zp(self) -> torch.Tensor:
+        if self.symmetric:
+            return self.zero_point.detach()
+        z = grad_scale(self.zero_point, self.grad_factor)
+        return torch.clamp(round_ste(z, "half_even"), self.qmin, self.qmax)
+
+
 class WeightFakeQuant(_LearnedStep):
     """Symmetric narrow-range weights along axis 0 (or per tensor), LSQ step per channel."""
 
@@ -120,7 +130,7 @@ class WeightFakeQuant(_LearnedStep):
                            bits=self.bits, narrow_range=True, symmetric=True, power_of_two=self.power_of_two)
 
 
-class ActFakeQuant(_LearnedStep):
+class ActFakeQuant(_ZeroPointMixin, _LearnedStep):
     """Per-tensor activations: learned step, learned (asymmetric) or zero (symmetric) zero point."""
 
     def __init__(self, scale: float, zero_point: int, *, bits: int, symmetric: bool, power_of_two: bool,
@@ -136,12 +146,6 @@ class ActFakeQuant(_LearnedStep):
             self.register_buffer("zero_point", zp)
         else:
             self.zero_point = nn.Parameter(zp)
-
-    def zp(self) -> torch.Tensor:
-        if self.symmetric:
-            return self.zero_point.detach()
-        z = grad_scale(self.zero_point, self.grad_factor)
-        return torch.clamp(round_ste(z, "half_even"), self.qmin, self.qmax)
 
     def forward(self, x: torch.Tensor, pre_step: torch.Tensor | None = None) -> torch.Tensor:
         """Fake-quantize ``x``.  ``pre_step`` (powers of two < 1, broadcast over ``x``): round ``x/s``
@@ -162,7 +166,7 @@ class ActFakeQuant(_LearnedStep):
                            symmetric=self.symmetric, power_of_two=self.power_of_two)
 
 
-class FeatureInputQuant(_LearnedStep):
+class FeatureInputQuant(_ZeroPointMixin, _LearnedStep):
     """Per-feature params of a graph input read only by FullyConnected layers, learned (LSQ per feature).
 
     The user's float feature ``x_i`` becomes ``q_i = clamp(round(x_i / S_i) + Z_i)``
@@ -190,12 +194,6 @@ class FeatureInputQuant(_LearnedStep):
             self.register_buffer("zero_point", torch.zeros_like(zp))
         else:
             self.zero_point = nn.Parameter(zp)
-
-    def zp(self) -> torch.Tensor:
-        if self.symmetric:
-            return self.zero_point.detach()
-        z = grad_scale(self.zero_point, self.grad_factor)
-        return torch.clamp(round_ste(z, "half_even"), self.qmin, self.qmax)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The in-graph input values ``s·q`` (float32 division and rounding as the boundary quantizes)."""
