@@ -419,14 +419,13 @@ def _per_feature_arg(value) -> bool | str:
 def _with_zero_biases(g: Graph) -> Graph:
     """``g`` (a copy when changed) where every FullyConnected layer reading a graph input has a bias:
     a per-feature input's zero points fold into it."""
-    need = [n for n in g.nodes if n.op == "FullyConnected" and n.inputs[0] in g.inputs
-            and (len(n.inputs) < 3 or not n.inputs[2]) and g.tensors[n.inputs[1]].is_const]
+    need = {n.name for n in g.nodes if n.op == "FullyConnected" and n.inputs[0] in g.inputs
+            and (len(n.inputs) < 3 or not n.inputs[2]) and g.tensors[n.inputs[1]].is_const}
     if not need:
         return g
     g = g.copy()
     for n in g.nodes:
-        if n.op == "FullyConnected" and n.inputs[0] in g.inputs and (len(n.inputs) < 3 or not n.inputs[2]) \
-                and g.tensors[n.inputs[1]].is_const:
+        if n.name in need:
             out_ch = int(g.tensors[n.inputs[1]].shape[0])
             b = g.add_const(f"{n.name}_bias", np.zeros(out_ch, dtype=np.float32))
             n.inputs = [n.inputs[0], n.inputs[1], b.name]
